@@ -1,0 +1,1 @@
+//! microbatch-adapters: everything that touches the world, behind the ports of `microbatch-core`.
