@@ -9,3 +9,6 @@ pub mod batch;
 pub mod event;
 pub mod position;
 pub mod time;
+pub mod catalog;
+pub mod csv;
+pub mod mapping;
