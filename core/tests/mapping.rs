@@ -1,0 +1,148 @@
+mod common;
+
+use common::{envelope, example_catalog};
+use microbatch_core::csv::parse_rows;
+use microbatch_core::mapping::{Lineage, MappedRows, Mapper, Rejection};
+use microbatch_core::position::{Position, SequenceNumber, ShardId};
+
+fn map(event_type: &str, payload: &str) -> Result<Vec<(String, Vec<Option<String>>)>, Rejection> {
+    let catalog = example_catalog();
+    let shard = ShardId::new("shardId-000000000001");
+    let pos = Position::new(SequenceNumber::from_u128(4711), 2);
+    let mut out = MappedRows::default();
+    let result = Mapper::new(&catalog).map(
+        &envelope("evt-1", event_type, payload),
+        Lineage { shard: &shard, position: &pos },
+        &mut out,
+    );
+    if let Err(e) = result {
+        assert!(out.is_empty(), "a rejected event leaves no rows behind");
+        return Err(e);
+    }
+    Ok(out
+        .iter()
+        .map(|(t, bytes)| {
+            let mut rows = parse_rows(bytes).unwrap();
+            assert_eq!(rows.len(), 1);
+            (catalog.table(t).name.clone(), rows.remove(0))
+        })
+        .collect())
+}
+
+fn s(v: &str) -> Option<String> {
+    Some(v.to_owned())
+}
+
+const ORDER: &str = r#"{"order_id":"o-1","customer_id":"c-9","currency":"EUR","total":42.5,
+  "shipping_address":{"city":"Köln","line":"a,\"b\""},
+  "items":[{"sku":"A","quantity":2,"unit_price":10},{"sku":"B","quantity":1}]}"#;
+
+#[test]
+fn an_order_becomes_one_order_row_and_a_row_per_line_item_with_lineage() {
+    let rows = map("order_placed", ORDER).unwrap();
+    let lineage = |i: &str| {
+        vec![s("evt-1"), s(i), s("2024-05-01T12:00:00.250000Z"), s("shardId-000000000001"), s("4711"), s("2")]
+    };
+    let mut order = lineage("0");
+    order.extend([
+        s("o-1"),
+        s("c-9"),
+        s("EUR"),
+        s("42.5"),
+        None,
+        s("2024-05-01T11:59:59.000000Z"),
+        s(r#"{"city":"Köln","line":"a,\"b\""}"#),
+    ]);
+    let mut item0 = lineage("0");
+    item0.extend([s("o-1"), s("A"), s("2"), s("10.0")]);
+    let mut item1 = lineage("1");
+    item1.extend([s("o-1"), s("B"), s("1"), None]);
+    assert_eq!(
+        rows,
+        vec![("orders".into(), order), ("order_items".into(), item0), ("order_items".into(), item1)]
+    );
+}
+
+#[test]
+fn an_empty_or_absent_array_explodes_to_no_rows() {
+    let rows = map("order_placed", r#"{"order_id":"o","customer_id":"c","currency":"EUR","total":1,"items":[]}"#).unwrap();
+    assert_eq!(rows.iter().map(|(t, _)| t.as_str()).collect::<Vec<_>>(), ["orders"]);
+}
+
+#[test]
+fn webhook_shapes_map_epoch_seconds_and_nested_pointers() {
+    let rows = map(
+        "charge.succeeded",
+        r#"{"id":"evt_1","type":"charge.succeeded","created":1714564800,
+            "data":{"object":{"id":"ch_1","amount":1999,"currency":"usd","customer":null}}}"#,
+    )
+    .unwrap();
+    assert_eq!(rows[0].1[6..], [s("evt_1"), s("ch_1"), s("1999"), s("usd"), None, None, s("2024-05-01T12:00:00.000000Z")]);
+}
+
+#[test]
+fn rejections_name_what_was_wrong() {
+    let cases = [
+        ("nope", "{}", r#"unknown event type "nope""#),
+        (
+            "order_placed",
+            r#"{"order_id":"o","customer_id":"c","currency":"euro","total":1,"items":[]}"#,
+            r#"payload violates the schema of "order_placed": at "/currency": "euro" does not match "^[A-Z]{3}$""#,
+        ),
+        (
+            "order_placed",
+            r#"{"order_id":"o","customer_id":"c","currency":"EUR","total":1,"items":[{"sku":"A","quantity":"two"}]}"#,
+            r#"table "order_items", column "quantity": expected bigint, found "two" (not a 64-bit integer)"#,
+        ),
+        (
+            "order_refunded",
+            r#"{"order_id":"o","amount":null}"#,
+            r#"table "refunds", column "amount": required value missing at payload pointer "/amount""#,
+        ),
+        (
+            "order_placed",
+            r#"{"order_id":"o","customer_id":"c","currency":"EUR","total":1,"items":{"sku":"A"}}"#,
+            r#"payload violates the schema of "order_placed": at "/items": {"sku":"A"} is not of type "array""#,
+        ),
+        (
+            "search_performed",
+            r#"{"query":"x","results":1.5}"#,
+            r#"table "searches", column "results": expected bigint, found 1.5 (not a 64-bit integer)"#,
+        ),
+        (
+            "search_performed",
+            r#"{"query":{"q":1}}"#,
+            r#"table "searches", column "query": expected text, found an object"#,
+        ),
+        (
+            "search_performed",
+            r#"{"query":"nul\u0000byte"}"#,
+            r#"table "searches", column "query": text contains a NUL character, which PostgreSQL and Redshift cannot store"#,
+        ),
+        (
+            "charge.succeeded",
+            r#"{"id":"e","type":"t","created":"yesterday","data":{"object":{"id":"c","amount":1,"currency":"usd"}}}"#,
+            r#"table "payments", column "created_at": expected timestamp, found "yesterday" (not RFC 3339)"#,
+        ),
+    ];
+    for (event_type, payload, expected) in cases {
+        let err = map(event_type, payload).unwrap_err();
+        assert_eq!(err.to_string(), expected, "{event_type} {payload}");
+    }
+}
+
+#[test]
+fn explode_of_a_non_array_without_schema_is_rejected() {
+    // code_commits explodes /commits; the push schema does not constrain it.
+    let err = map("push", r#"{"ref":"main","repository":{"full_name":"o/r"},"commits":"x"}"#).unwrap_err();
+    assert_eq!(err.to_string(), r#"table "code_commits": /commits is not an array to explode"#);
+}
+
+#[test]
+fn envelope_fields_and_dates_map() {
+    let rows = map("user_signed_up", r#"{"user_id":"u","email":"u@example.com","plan":""}"#).unwrap();
+    let signups = &rows.iter().find(|(t, _)| t == "signups").unwrap().1;
+    assert_eq!(signups[6..], [s("u"), s("u@example.com"), s(""), None, s("2024-05-01")]);
+    let carts = map("cart_item_added", r#"{"session_id":"s","sku":"k"}"#).unwrap();
+    assert_eq!(carts[0].1[9], s("cart_item_added"));
+}
