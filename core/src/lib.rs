@@ -12,3 +12,4 @@ pub mod time;
 pub mod catalog;
 pub mod csv;
 pub mod mapping;
+pub mod batcher;

@@ -1,0 +1,68 @@
+//! What a flush yields: one table's rows from one shard, ready to write as one object.
+
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+
+use super::FlushReason;
+use crate::batch::{BatchMetadata, Compression, object_key};
+use crate::catalog::TableId;
+use crate::position::{Position, ShardId};
+use crate::time::Timestamp;
+
+/// A flushed buffer. The consumer writes [`data`](Self::data) to [`key`](Self::key) with
+/// [`metadata`](Self::metadata), then acknowledges it to the checkpoint tracker.
+#[derive(Clone, Debug)]
+pub struct Batch {
+    pub table_id: TableId,
+    pub table: Arc<str>,
+    pub columns: Arc<[String]>,
+    pub shard: ShardId,
+    /// The positions of the first and last record with rows here.
+    pub first: Position,
+    pub last: Position,
+    pub rows: u64,
+    /// CSV rows, uncompressed.
+    pub data: Vec<u8>,
+    pub first_received_at: Timestamp,
+    pub min_received_at: Timestamp,
+    pub max_received_at: Timestamp,
+    /// When the buffer got its first row (its age at flush is a metric).
+    pub opened_at: Timestamp,
+    pub reason: FlushReason,
+    pub catalog_version: Arc<str>,
+    /// SHA-256 (hex) of `data`.
+    pub sha256: String,
+}
+
+impl Batch {
+    pub(super) fn checksum(data: &[u8]) -> String {
+        hex::encode(Sha256::digest(data))
+    }
+
+    /// Bytes of CSV in the batch.
+    pub fn byte_size(&self) -> usize {
+        self.data.len()
+    }
+
+    /// The deterministic object key (see [`object_key`]).
+    pub fn key(&self, compression: Compression) -> String {
+        object_key(&self.table, self.first_received_at, &self.shard, &self.first, &self.last, compression)
+    }
+
+    pub fn metadata(&self, compression: Compression) -> BatchMetadata {
+        BatchMetadata {
+            table: self.table.to_string(),
+            columns: self.columns.to_vec(),
+            row_count: self.rows,
+            shard: self.shard.clone(),
+            first: self.first.clone(),
+            last: self.last.clone(),
+            catalog_version: self.catalog_version.to_string(),
+            sha256: self.sha256.clone(),
+            min_received_at: self.min_received_at,
+            max_received_at: self.max_received_at,
+            compression,
+        }
+    }
+}
