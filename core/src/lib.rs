@@ -13,3 +13,4 @@ pub mod catalog;
 pub mod csv;
 pub mod mapping;
 pub mod batcher;
+pub mod checkpoint;
