@@ -104,6 +104,11 @@ impl CheckpointTracker {
         self.shards.get(shard)?.checkpointed.as_ref()
     }
 
+    /// Nothing read is waiting and nothing is held: everything read is checkpointed.
+    pub fn is_idle(&self, shard: &ShardId) -> bool {
+        self.shards.get(shard).is_none_or(|t| t.read.is_empty() && t.held.is_empty())
+    }
+
     /// Records read but not yet safe to checkpoint: a lag metric.
     pub fn pending_records(&self, shard: &ShardId) -> usize {
         self.shards.get(shard).map_or(0, |t| t.read.len())

@@ -4,13 +4,26 @@
 //! an error) and return what to do. The world is reached only through the [`ports`] traits, which
 //! the adapters implement for AWS and the embedded stack and the simulation implements in memory.
 //! See `DESIGN.md` in the shared notes for the flow these pieces make up.
+//!
+//! In the order of the flow:
+//! - [`event`]: the envelope the producer stamps; [`kpl`]: how envelopes ride in stream records.
+//! - [`catalog`]: event types → tables; [`mapping`]: an event → CSV rows ([`csv`]).
+//! - [`batcher`]: rows → per-table batches; [`batch`]: their object keys and metadata;
+//!   [`checkpoint`]: how far a shard may be checkpointed; [`lease`]: which shards a worker holds.
+//! - [`import`]: what the importer does with each notification and each failure.
+//! - [`ports`]: the world, as traits; [`driver`]: the three service loops over them.
 
 pub mod batch;
+pub mod batcher;
+pub mod catalog;
+pub mod checkpoint;
+pub mod csv;
+pub mod driver;
 pub mod event;
+pub mod import;
+pub mod kpl;
+pub mod lease;
+pub mod mapping;
+pub mod ports;
 pub mod position;
 pub mod time;
-pub mod catalog;
-pub mod csv;
-pub mod mapping;
-pub mod batcher;
-pub mod checkpoint;

@@ -26,20 +26,36 @@ impl Default for Backoff {
     /// About four minutes of ceilings in all before giving up: long enough to ride out a warehouse
     /// restart or a rolling deploy, short enough that poison reaches the dead-letter queue soon.
     fn default() -> Self {
-        Backoff { base: Duration::from_secs(2), cap: Duration::from_secs(300), max_attempts: 8 }
+        Backoff {
+            base: Duration::from_secs(2),
+            cap: Duration::from_secs(300),
+            max_attempts: 8,
+        }
     }
 }
 
 impl Backoff {
     pub const fn new(base: Duration, cap: Duration, max_attempts: u32) -> Self {
-        Backoff { base, cap, max_attempts }
+        Backoff {
+            base,
+            cap,
+            max_attempts,
+        }
     }
 
     /// `min(cap, base × 2^retry)` for the `retry`-th retry (0 = the first), saturating: no
     /// overflow for any `retry`, however large.
     pub fn ceiling(&self, retry: u32) -> Duration {
-        let factor = if retry >= u128::BITS - 1 { u128::MAX } else { 1u128 << retry };
-        let nanos = self.base.as_nanos().saturating_mul(factor).min(self.cap.as_nanos());
+        let factor = if retry >= u128::BITS - 1 {
+            u128::MAX
+        } else {
+            1u128 << retry
+        };
+        let nanos = self
+            .base
+            .as_nanos()
+            .saturating_mul(factor)
+            .min(self.cap.as_nanos());
         duration_from_nanos(nanos)
     }
 
@@ -112,7 +128,9 @@ mod tests {
         let b = Backoff::new(Duration::MAX, Duration::MAX, u32::MAX);
         assert_eq!(b.ceiling(u32::MAX), Duration::MAX);
         assert!(b.delay(u32::MAX, 0.999_999) <= Duration::MAX);
-        let at = b.retry_at(u32::MAX - 1, Timestamp::from_micros(i64::MAX - 5), 0.9).unwrap();
+        let at = b
+            .retry_at(u32::MAX - 1, Timestamp::from_micros(i64::MAX - 5), 0.9)
+            .unwrap();
         assert_eq!(at, Timestamp::from_micros(i64::MAX));
     }
 

@@ -64,17 +64,28 @@ pub struct WarehouseError {
 
 impl WarehouseError {
     pub fn new(kind: WarehouseErrorKind, message: impl Into<String>) -> Self {
-        WarehouseError { kind, sqlstate: None, sqlite_code: None, message: message.into() }
+        WarehouseError {
+            kind,
+            sqlstate: None,
+            sqlite_code: None,
+            message: message.into(),
+        }
     }
 
     /// A database error from PostgreSQL or Redshift.
     pub fn with_sqlstate(sqlstate: impl Into<String>, message: impl Into<String>) -> Self {
-        WarehouseError { sqlstate: Some(sqlstate.into()), ..Self::new(WarehouseErrorKind::Database, message) }
+        WarehouseError {
+            sqlstate: Some(sqlstate.into()),
+            ..Self::new(WarehouseErrorKind::Database, message)
+        }
     }
 
     /// A database error from SQLite.
     pub fn with_sqlite_code(code: i32, message: impl Into<String>) -> Self {
-        WarehouseError { sqlite_code: Some(code), ..Self::new(WarehouseErrorKind::Database, message) }
+        WarehouseError {
+            sqlite_code: Some(code),
+            ..Self::new(WarehouseErrorKind::Database, message)
+        }
     }
 }
 
@@ -200,7 +211,11 @@ fn classify_sqlstate(state: &str) -> ErrorClass {
             _ => false,
         },
     };
-    if transient { ErrorClass::Transient } else { ErrorClass::Permanent }
+    if transient {
+        ErrorClass::Transient
+    } else {
+        ErrorClass::Permanent
+    }
 }
 
 #[cfg(test)]
@@ -215,7 +230,10 @@ mod tests {
             let e = WarehouseError::new(kind, "syntax error would not matter here");
             assert_eq!(classify(&e), Transient, "{kind:?}");
             // Even with a permanent-looking code: the transport failed before it mattered.
-            let e = WarehouseError { sqlstate: Some("42601".into()), ..e };
+            let e = WarehouseError {
+                sqlstate: Some("42601".into()),
+                ..e
+            };
             assert_eq!(classify(&e), Transient, "{kind:?}");
         }
     }
@@ -277,14 +295,38 @@ mod tests {
     #[test]
     fn redshift_messages_decide_before_the_code() {
         let table: &[(&str, &str, ErrorClass)] = &[
-            ("XX000", "1023 DETAIL: Serializable isolation violation on table - 100080, transactions forming the cycle are: 1, 2", Transient),
-            ("XX000", "Load into table 'orders' failed.  Check 'stl_load_errors' system table for details.", Permanent),
+            (
+                "XX000",
+                "1023 DETAIL: Serializable isolation violation on table - 100080, transactions forming the cycle are: 1, 2",
+                Transient,
+            ),
+            (
+                "XX000",
+                "Load into table 'orders' failed.  Check 'stl_load_errors' system table for details.",
+                Permanent,
+            ),
             // The load-error pointer wins even under a transient-looking code.
-            ("40001", "Load into table 'orders' failed. Check 'STL_LOAD_ERRORS' system table for details.", Permanent),
-            ("XX000", "S3ServiceException:Please reduce your request rate.,Status 503,Error SlowDown", Transient),
-            ("XX000", "deadlock detected DETAIL: Process 26117 waits for AccessExclusiveLock", Transient),
+            (
+                "40001",
+                "Load into table 'orders' failed. Check 'STL_LOAD_ERRORS' system table for details.",
+                Permanent,
+            ),
+            (
+                "XX000",
+                "S3ServiceException:Please reduce your request rate.,Status 503,Error SlowDown",
+                Transient,
+            ),
+            (
+                "XX000",
+                "deadlock detected DETAIL: Process 26117 waits for AccessExclusiveLock",
+                Transient,
+            ),
             ("XX000", "canceling statement due to lock timeout", Transient),
-            ("XX000", "S3ServiceException:Access Denied,Status 403,Error AccessDenied", Permanent),
+            (
+                "XX000",
+                "S3ServiceException:Access Denied,Status 403,Error AccessDenied",
+                Permanent,
+            ),
             ("XX000", "Cannot COPY into nonexistent table orders", Permanent),
         ];
         for (state, message, want) in table {
@@ -327,19 +369,34 @@ mod tests {
 
     #[test]
     fn unrecognised_errors_default_by_kind() {
-        assert_eq!(classify(&WarehouseError::new(K::Database, "something odd")), Permanent);
-        assert_eq!(classify(&WarehouseError::new(K::Other, "pool exploded")), Transient);
+        assert_eq!(
+            classify(&WarehouseError::new(K::Database, "something odd")),
+            Permanent
+        );
+        assert_eq!(
+            classify(&WarehouseError::new(K::Other, "pool exploded")),
+            Transient
+        );
     }
 
     #[test]
     fn errors_render_with_their_code() {
         let e = WarehouseError::with_sqlstate("40001", "could not serialize access");
-        assert_eq!(e.to_string(), "database error (SQLSTATE 40001): could not serialize access");
+        assert_eq!(
+            e.to_string(),
+            "database error (SQLSTATE 40001): could not serialize access"
+        );
         let e = WarehouseError::with_sqlite_code(5, "database is locked");
-        assert_eq!(e.to_string(), "database error (SQLite code 5): database is locked");
+        assert_eq!(
+            e.to_string(),
+            "database error (SQLite code 5): database is locked"
+        );
         let e = WarehouseError::new(K::Connection, "connection refused");
         assert_eq!(e.to_string(), "connection error: connection refused");
-        assert_eq!(WarehouseError::new(K::Io, "broken pipe").to_string(), "I/O error: broken pipe");
+        assert_eq!(
+            WarehouseError::new(K::Io, "broken pipe").to_string(),
+            "I/O error: broken pipe"
+        );
         assert_eq!(ErrorClass::Transient.as_str(), "transient");
         assert_eq!(ErrorClass::Permanent.as_str(), "permanent");
     }

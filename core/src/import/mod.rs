@@ -24,7 +24,7 @@ mod notification;
 pub use backoff::Backoff;
 pub use classify::{ErrorClass, WarehouseError, WarehouseErrorKind, classify};
 pub use content::{ContentCheck, CsvError, CsvRecordCounter, verify};
-pub use decision::{DeadLetterReason, Decision, ImportInput, SkipReason, decide};
+pub use decision::{DeadLetterReason, Decision, ImportInput, SchemaMismatch, SkipReason, decide};
 pub use notification::{IgnoreReason, Notification, NotificationError, ObjectRef, Sequencer, parse_message};
 
 /// Longest piece of foreign text (a warehouse message, a key) kept in a reason: dead-letter reasons

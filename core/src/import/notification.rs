@@ -13,7 +13,7 @@ use percent_encoding::percent_decode_str;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::batch::LOADS_PREFIX;
+use crate::batch::{Compression, LOADS_PREFIX};
 use crate::time::Timestamp;
 
 /// An object announced by a notification, with its key already decoded: the importer's unit of
@@ -52,7 +52,10 @@ impl Sequencer {
     /// The significant digits, case-folded: what ordering, equality and hashing all look at, so
     /// that `00AB` and `ab` are one sequencer.
     fn digits(&self) -> impl Iterator<Item = u8> + '_ {
-        self.0.trim_start_matches('0').bytes().map(|c| c.to_ascii_uppercase())
+        self.0
+            .trim_start_matches('0')
+            .bytes()
+            .map(|c| c.to_ascii_uppercase())
     }
 
     fn significant_len(&self) -> usize {
@@ -62,7 +65,9 @@ impl Sequencer {
 
 impl Ord for Sequencer {
     fn cmp(&self, other: &Self) -> Ordering {
-        self.significant_len().cmp(&other.significant_len()).then_with(|| self.digits().cmp(other.digits()))
+        self.significant_len()
+            .cmp(&other.significant_len())
+            .then_with(|| self.digits().cmp(other.digits()))
     }
 }
 
@@ -110,6 +115,9 @@ pub enum IgnoreReason {
     NotObjectCreated { event_name: String },
     #[error("object key {key:?} is outside {LOADS_PREFIX}")]
     OutsideLoads { key: String },
+    /// Under `loads/` but not a batch: a console "folder" placeholder, a sidecar, a marker.
+    #[error("object key {key:?} is not a batch object (.csv, .csv.gz or .csv.zst)")]
+    NotABatchObject { key: String },
 }
 
 impl IgnoreReason {
@@ -121,6 +129,7 @@ impl IgnoreReason {
             IgnoreReason::NotSnsNotification { .. } => "not_sns_notification",
             IgnoreReason::NotObjectCreated { .. } => "not_object_created",
             IgnoreReason::OutsideLoads { .. } => "outside_loads",
+            IgnoreReason::NotABatchObject { .. } => "not_a_batch_object",
         }
     }
 }
@@ -135,7 +144,10 @@ pub struct Notification {
 
 impl Notification {
     fn ignored(reason: IgnoreReason) -> Self {
-        Notification { objects: Vec::new(), ignored: vec![reason] }
+        Notification {
+            objects: Vec::new(),
+            ignored: vec![reason],
+        }
     }
 }
 
@@ -172,18 +184,22 @@ fn parse_value(value: &Value, may_be_sns: bool) -> Result<Notification, Notifica
     }
     // SNS envelopes have `Type`; S3 notifications never do. Only one level of wrapping exists
     // (S3 → SNS → SQS), so an envelope inside an envelope is not unwrapped again.
-    if may_be_sns && !obj.contains_key("Records") {
-        if let Some(message_type) = obj.get("Type").and_then(Value::as_str) {
-            if message_type != "Notification" {
-                return Ok(Notification::ignored(IgnoreReason::NotSnsNotification {
-                    message_type: message_type.to_owned(),
-                }));
-            }
-            let inner = obj.get("Message").and_then(Value::as_str).ok_or(NotificationError::SnsWithoutMessage)?;
-            let inner: Value =
-                serde_json::from_str(inner).map_err(|e| NotificationError::NotJson(e.to_string()))?;
-            return parse_value(&inner, false);
+    if may_be_sns
+        && !obj.contains_key("Records")
+        && let Some(message_type) = obj.get("Type").and_then(Value::as_str)
+    {
+        if message_type != "Notification" {
+            return Ok(Notification::ignored(IgnoreReason::NotSnsNotification {
+                message_type: message_type.to_owned(),
+            }));
         }
+        let inner = obj
+            .get("Message")
+            .and_then(Value::as_str)
+            .ok_or(NotificationError::SnsWithoutMessage)?;
+        let inner: Value =
+            serde_json::from_str(inner).map_err(|e| NotificationError::NotJson(e.to_string()))?;
+        return parse_value(&inner, false);
     }
     let records = match obj.get("Records") {
         None | Some(Value::Null) => return Ok(Notification::ignored(IgnoreReason::NoRecords)),
@@ -240,16 +256,29 @@ fn parse_record(index: usize, record: &Value) -> Result<Result<ObjectRef, Ignore
     // MinIO and some emulators prefix the name with `s3:` as in the configuration's filter.
     let bare = event_name.strip_prefix("s3:").unwrap_or(event_name);
     if !bare.starts_with("ObjectCreated:") {
-        return Ok(Err(IgnoreReason::NotObjectCreated { event_name: event_name.to_owned() }));
+        return Ok(Err(IgnoreReason::NotObjectCreated {
+            event_name: event_name.to_owned(),
+        }));
     }
     let raw: RawRecord = RawRecord::deserialize(record).map_err(|e| malformed(e.to_string()))?;
-    let key = decode_key(&raw.s3.object.key)
-        .ok_or_else(|| NotificationError::KeyNotUtf8 { index, key: raw.s3.object.key.clone() })?;
+    let key = decode_key(&raw.s3.object.key).ok_or_else(|| NotificationError::KeyNotUtf8 {
+        index,
+        key: raw.s3.object.key.clone(),
+    })?;
     if !key.starts_with(LOADS_PREFIX) {
         return Ok(Err(IgnoreReason::OutsideLoads { key }));
     }
-    let event_time = Timestamp::parse_rfc3339(&raw.event_time)
-        .map_err(|_| NotificationError::InvalidEventTime { index, value: raw.event_time.clone() })?;
+    if ![Compression::None, Compression::Gzip, Compression::Zstd]
+        .iter()
+        .any(|c| key.ends_with(c.extension()))
+    {
+        return Ok(Err(IgnoreReason::NotABatchObject { key }));
+    }
+    let event_time =
+        Timestamp::parse_rfc3339(&raw.event_time).map_err(|_| NotificationError::InvalidEventTime {
+            index,
+            value: raw.event_time.clone(),
+        })?;
     Ok(Ok(ObjectRef {
         bucket: raw.s3.bucket.name,
         key,
@@ -264,7 +293,10 @@ fn parse_record(index: usize, record: &Value) -> Result<Result<ObjectRef, Ignore
 /// `+` must become a space *before* percent-decoding (a literal `+` arrives as `%2B`).
 fn decode_key(raw: &str) -> Option<String> {
     let spaced = raw.replace('+', " ");
-    percent_decode_str(&spaced).decode_utf8().ok().map(|k| k.into_owned())
+    percent_decode_str(&spaced)
+        .decode_utf8()
+        .ok()
+        .map(|k| k.into_owned())
 }
 
 #[cfg(test)]
@@ -302,7 +334,10 @@ mod tests {
 
     #[test]
     fn reads_an_object_created_record() {
-        let n = single("ObjectCreated:Put", "loads/orders/2024/05/01/12/shardId-000000000001-10-12.csv");
+        let n = single(
+            "ObjectCreated:Put",
+            "loads/orders/2024/05/01/12/shardId-000000000001-10-12.csv",
+        );
         assert!(n.ignored.is_empty());
         assert_eq!(
             n.objects,
@@ -350,27 +385,49 @@ mod tests {
         let body = r#"{"Service":"Amazon S3","Event":"s3:TestEvent","Time":"2014-10-13T15:57:02.089Z",
             "Bucket":"mb-loads","RequestId":"5582815E1AEA5ADF","HostId":"8cLeGAmw098X5cv4Zkwcmo8vvZa3eH3eKxsPzbB9wrR+YstdA6Knx4Ip8EXAMPLE"}"#;
         let n = parse_message(body).unwrap();
-        assert_eq!(n, Notification { objects: vec![], ignored: vec![IgnoreReason::TestEvent] });
+        assert_eq!(
+            n,
+            Notification {
+                objects: vec![],
+                ignored: vec![IgnoreReason::TestEvent]
+            }
+        );
         assert_eq!(n.ignored[0].to_string(), "S3 test event");
         assert_eq!(n.ignored[0].code(), "test_event");
     }
 
     #[test]
     fn ignores_messages_without_records() {
-        for body in [r#"{}"#, r#"{"Records":null}"#, r#"{"Records":[]}"#, r#"{"hello":"world"}"#] {
+        for body in [
+            r#"{}"#,
+            r#"{"Records":null}"#,
+            r#"{"Records":[]}"#,
+            r#"{"hello":"world"}"#,
+        ] {
             let n = parse_message(body).unwrap();
             assert_eq!(n.ignored, vec![IgnoreReason::NoRecords], "{body}");
             assert!(n.objects.is_empty());
         }
-        assert_eq!(IgnoreReason::NoRecords.to_string(), "message has no S3 event records");
+        assert_eq!(
+            IgnoreReason::NoRecords.to_string(),
+            "message has no S3 event records"
+        );
     }
 
     #[test]
     fn ignores_events_other_than_object_created() {
         let n = single("ObjectRemoved:Delete", "loads/orders/x.csv");
         assert!(n.objects.is_empty());
-        assert_eq!(n.ignored, vec![IgnoreReason::NotObjectCreated { event_name: "ObjectRemoved:Delete".into() }]);
-        assert_eq!(n.ignored[0].to_string(), "event \"ObjectRemoved:Delete\" is not an ObjectCreated event");
+        assert_eq!(
+            n.ignored,
+            vec![IgnoreReason::NotObjectCreated {
+                event_name: "ObjectRemoved:Delete".into()
+            }]
+        );
+        assert_eq!(
+            n.ignored[0].to_string(),
+            "event \"ObjectRemoved:Delete\" is not an ObjectCreated event"
+        );
     }
 
     #[test]
@@ -390,11 +447,43 @@ mod tests {
     fn ignores_keys_outside_loads() {
         let n = single("ObjectCreated:Put", "unloads/orders/0000_part_00");
         assert!(n.objects.is_empty());
-        assert_eq!(n.ignored, vec![IgnoreReason::OutsideLoads { key: "unloads/orders/0000_part_00".into() }]);
-        assert_eq!(n.ignored[0].to_string(), "object key \"unloads/orders/0000_part_00\" is outside loads/");
+        assert_eq!(
+            n.ignored,
+            vec![IgnoreReason::OutsideLoads {
+                key: "unloads/orders/0000_part_00".into()
+            }]
+        );
+        assert_eq!(
+            n.ignored[0].to_string(),
+            "object key \"unloads/orders/0000_part_00\" is outside loads/"
+        );
         // The prefix is checked on the decoded key.
         assert_eq!(single("ObjectCreated:Put", "loads%2Ft%2Fx.csv").objects.len(), 1);
         assert_eq!(single("ObjectCreated:Put", "loadsX/t/x.csv").objects.len(), 0);
+    }
+
+    #[test]
+    fn ignores_objects_under_loads_that_are_not_batches() {
+        for key in [
+            "loads/orders/",
+            "loads/orders/x.csv.meta.json",
+            "loads/_SUCCESS",
+            "loads/x.csv.bz2",
+        ] {
+            let n = single("ObjectCreated:Put", key);
+            assert!(n.objects.is_empty(), "{key}");
+            assert_eq!(n.ignored, vec![IgnoreReason::NotABatchObject { key: key.into() }]);
+        }
+        assert_eq!(
+            IgnoreReason::NotABatchObject {
+                key: "loads/orders/".into()
+            }
+            .to_string(),
+            "object key \"loads/orders/\" is not a batch object (.csv, .csv.gz or .csv.zst)"
+        );
+        for key in ["loads/t/x.csv", "loads/t/x.csv.gz", "loads/t/x.csv.zst"] {
+            assert_eq!(single("ObjectCreated:Put", key).objects.len(), 1, "{key}");
+        }
     }
 
     #[test]
@@ -436,15 +525,24 @@ mod tests {
             "Type": "Notification",
             "Message": r#"{"Service":"Amazon S3","Event":"s3:TestEvent","Bucket":"mb-loads"}"#
         });
-        assert_eq!(parse_message(&test_event.to_string()).unwrap().ignored, vec![IgnoreReason::TestEvent]);
+        assert_eq!(
+            parse_message(&test_event.to_string()).unwrap().ignored,
+            vec![IgnoreReason::TestEvent]
+        );
 
-        let confirm = serde_json::json!({"Type": "SubscriptionConfirmation", "Message": "You have chosen..."});
+        let confirm =
+            serde_json::json!({"Type": "SubscriptionConfirmation", "Message": "You have chosen..."});
         let n = parse_message(&confirm.to_string()).unwrap();
         assert_eq!(
             n.ignored,
-            vec![IgnoreReason::NotSnsNotification { message_type: "SubscriptionConfirmation".into() }]
+            vec![IgnoreReason::NotSnsNotification {
+                message_type: "SubscriptionConfirmation".into()
+            }]
         );
-        assert_eq!(n.ignored[0].to_string(), "SNS message of type \"SubscriptionConfirmation\" is not a notification");
+        assert_eq!(
+            n.ignored[0].to_string(),
+            "SNS message of type \"SubscriptionConfirmation\" is not a notification"
+        );
     }
 
     #[test]
@@ -453,7 +551,10 @@ mod tests {
             "Type": "Notification",
             "Message": serde_json::json!({"Type": "Notification", "Message": message(vec![])}).to_string()
         });
-        assert_eq!(parse_message(&twice.to_string()).unwrap().ignored, vec![IgnoreReason::NoRecords]);
+        assert_eq!(
+            parse_message(&twice.to_string()).unwrap().ignored,
+            vec![IgnoreReason::NoRecords]
+        );
     }
 
     #[test]
@@ -479,9 +580,22 @@ mod tests {
         }
         let mut bad_time = record("ObjectCreated:Put", "loads/t/x.csv");
         bad_time["eventTime"] = "yesterday".into();
-        let err = parse_message(&message(vec![record("ObjectCreated:Put", "loads/t/y.csv"), bad_time])).unwrap_err();
-        assert_eq!(err, NotificationError::InvalidEventTime { index: 1, value: "yesterday".into() });
-        assert_eq!(err.to_string(), "S3 event record 1 has an invalid eventTime: \"yesterday\"");
+        let err = parse_message(&message(vec![
+            record("ObjectCreated:Put", "loads/t/y.csv"),
+            bad_time,
+        ]))
+        .unwrap_err();
+        assert_eq!(
+            err,
+            NotificationError::InvalidEventTime {
+                index: 1,
+                value: "yesterday".into()
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            "S3 event record 1 has an invalid eventTime: \"yesterday\""
+        );
     }
 
     #[test]

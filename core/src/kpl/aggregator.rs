@@ -103,7 +103,11 @@ impl<T> Aggregator<T> {
                 config.max_aggregate_bytes
             )));
         }
-        Ok(Aggregator { config, map, pending: BTreeMap::new() })
+        Ok(Aggregator {
+            config,
+            map,
+            pending: BTreeMap::new(),
+        })
     }
 
     pub fn config(&self) -> &AggregatorConfig {
@@ -118,28 +122,50 @@ impl<T> Aggregator<T> {
     /// this filled: the shard's pending one if the record did not fit in it, and the record's
     /// own if that is now full. A record that fits in no aggregate, or whose keys Kinesis would
     /// refuse, is an error and leaves the aggregator as it was (the token comes back to no one).
-    pub fn add(&mut self, record: UserRecord, token: T, now: Timestamp) -> Result<Vec<Aggregate<T>>, KplError> {
+    pub fn add(
+        &mut self,
+        record: UserRecord,
+        token: T,
+        now: Timestamp,
+    ) -> Result<Vec<Aggregate<T>>, KplError> {
         let chars = record.partition_key.chars().count();
         if chars == 0 || chars > MAX_PARTITION_KEY_CHARS {
             return Err(KplError::InvalidPartitionKey { chars });
         }
         let hash_key = record.hash_key()?;
         let alone = Builder::default().len()
-            + Builder::default().cost(&record.partition_key, record.explicit_hash_key.as_deref(), record.data.len())
+            + Builder::default().cost(
+                &record.partition_key,
+                record.explicit_hash_key.as_deref(),
+                record.data.len(),
+            )
             + record.partition_key.len();
         if alone > self.config.max_aggregate_bytes {
-            return Err(KplError::RecordTooLarge { size: alone, limit: self.config.max_aggregate_bytes });
+            return Err(KplError::RecordTooLarge {
+                size: alone,
+                limit: self.config.max_aggregate_bytes,
+            });
         }
         Ok(self.add_checked(record, hash_key, token, now))
     }
 
-    fn add_checked(&mut self, record: UserRecord, hash_key: u128, token: T, now: Timestamp) -> Vec<Aggregate<T>> {
+    fn add_checked(
+        &mut self,
+        record: UserRecord,
+        hash_key: u128,
+        token: T,
+        now: Timestamp,
+    ) -> Vec<Aggregate<T>> {
         let index = self.map.index_for(hash_key);
         let mut out = Vec::new();
         if let Some(p) = self.pending.get(&index) {
-            let cost = p.builder.cost(&record.partition_key, record.explicit_hash_key.as_deref(), record.data.len());
-            let fits =
-                p.builder.record_count() < self.config.max_records && p.size() + cost <= self.config.max_aggregate_bytes;
+            let cost = p.builder.cost(
+                &record.partition_key,
+                record.explicit_hash_key.as_deref(),
+                record.data.len(),
+            );
+            let fits = p.builder.record_count() < self.config.max_records
+                && p.size() + cost <= self.config.max_aggregate_bytes;
             if !fits {
                 out.extend(self.take(index));
             }
@@ -150,7 +176,8 @@ impl<T> Aggregator<T> {
             first_hash_key: hash_key,
             opened_at: now,
         });
-        p.builder.push(record.partition_key, record.explicit_hash_key, record.data);
+        p.builder
+            .push(record.partition_key, record.explicit_hash_key, record.data);
         p.tokens.push(token);
         let full = p.builder.record_count() >= self.config.max_records
             || self.config.max_aggregate_bytes.saturating_sub(p.size()) < MIN_RECORD_COST;
@@ -169,7 +196,11 @@ impl<T> Aggregator<T> {
     /// When the oldest pending aggregate comes due, for the driver to set its timer; `None` when
     /// nothing is pending.
     pub fn next_due(&self) -> Option<Timestamp> {
-        self.pending.values().map(|p| p.opened_at).min().map(|t| t.saturating_add(self.config.linger))
+        self.pending
+            .values()
+            .map(|p| p.opened_at)
+            .min()
+            .map(|t| t.saturating_add(self.config.linger))
     }
 
     /// Hands out every pending aggregate, oldest first, e.g. at shutdown.
@@ -217,8 +248,12 @@ impl<T> Aggregator<T> {
     }
 
     fn take_where(&mut self, due: impl Fn(&Pending<T>) -> bool) -> Vec<Aggregate<T>> {
-        let mut keys: Vec<(Timestamp, usize)> =
-            self.pending.iter().filter(|(_, p)| due(p)).map(|(&i, p)| (p.opened_at, i)).collect();
+        let mut keys: Vec<(Timestamp, usize)> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| due(p))
+            .map(|(&i, p)| (p.opened_at, i))
+            .collect();
         keys.sort();
         keys.into_iter().filter_map(|(_, i)| self.take(i)).collect()
     }
@@ -258,7 +293,11 @@ mod tests {
     }
 
     fn config(max_aggregate_bytes: usize, max_records: usize) -> AggregatorConfig {
-        AggregatorConfig { max_aggregate_bytes, max_records, linger: Duration::from_millis(100) }
+        AggregatorConfig {
+            max_aggregate_bytes,
+            max_records,
+            linger: Duration::from_millis(100),
+        }
     }
 
     fn one_shard(config: AggregatorConfig) -> Aggregator<u32> {
@@ -270,7 +309,8 @@ mod tests {
         let c = AggregatorConfig::default();
         assert_eq!(c.max_aggregate_bytes, 1_048_576);
         assert!(Aggregator::<u32>::new(c, ShardMap::single(ShardId::new("s"))).is_ok());
-        let err = Aggregator::<u32>::new(config(1_048_577, 10), ShardMap::single(ShardId::new("s"))).unwrap_err();
+        let err =
+            Aggregator::<u32>::new(config(1_048_577, 10), ShardMap::single(ShardId::new("s"))).unwrap_err();
         assert!(err.to_string().contains("over Kinesis' record limit"), "{err}");
         assert!(Aggregator::<u32>::new(config(1000, 0), ShardMap::single(ShardId::new("s"))).is_err());
     }
@@ -278,7 +318,11 @@ mod tests {
     #[test]
     fn single_record_becomes_a_one_record_aggregate() {
         let mut agg = one_shard(config(1000, 10));
-        assert!(agg.add(UserRecord::new("pk", b"x".to_vec()), 7, t(0)).unwrap().is_empty());
+        assert!(
+            agg.add(UserRecord::new("pk", b"x".to_vec()), 7, t(0))
+                .unwrap()
+                .is_empty()
+        );
         let out = agg.flush_all();
         assert_eq!(out.len(), 1);
         let a = &out[0];
@@ -287,7 +331,10 @@ mod tests {
         assert_eq!(a.partition_key, "pk");
         assert_eq!(a.explicit_hash_key, hash_key_of("pk").to_string());
         assert_eq!(a.shard_id.as_str(), "s0");
-        assert_eq!(decode("pk", &a.data).unwrap(), vec![UserRecord::new("pk", b"x".to_vec())]);
+        assert_eq!(
+            decode("pk", &a.data).unwrap(),
+            vec![UserRecord::new("pk", b"x".to_vec())]
+        );
         assert!(agg.is_empty() && agg.flush_all().is_empty());
     }
 
@@ -298,7 +345,10 @@ mod tests {
         for i in 0..7u32 {
             out.extend(agg.add(UserRecord::new("pk", vec![i as u8]), i, t(0)).unwrap());
         }
-        assert_eq!(out.iter().map(|a| a.tokens.clone()).collect::<Vec<_>>(), vec![vec![0, 1, 2], vec![3, 4, 5]]);
+        assert_eq!(
+            out.iter().map(|a| a.tokens.clone()).collect::<Vec<_>>(),
+            vec![vec![0, 1, 2], vec![3, 4, 5]]
+        );
         assert_eq!(agg.pending_records(), 1);
     }
 
@@ -333,21 +383,30 @@ mod tests {
     fn record_too_large_for_any_aggregate_is_an_error() {
         let mut agg = one_shard(AggregatorConfig::default());
         agg.add(UserRecord::new("a", b"first".to_vec()), 1, t(0)).unwrap();
-        let err = agg.add(UserRecord::new("pk", vec![0u8; 1_048_576]), 2, t(0)).unwrap_err();
+        let err = agg
+            .add(UserRecord::new("pk", vec![0u8; 1_048_576]), 2, t(0))
+            .unwrap_err();
         match &err {
             KplError::RecordTooLarge { size, limit } => assert!(size > limit && *limit == 1_048_576),
             other => panic!("{other:?}"),
         }
         assert!(err.to_string().contains("user record too large"), "{err}");
         // The aggregator is as it was.
-        assert_eq!(agg.flush_all().into_iter().flat_map(|a| a.tokens).collect::<Vec<_>>(), vec![1]);
+        assert_eq!(
+            agg.flush_all()
+                .into_iter()
+                .flat_map(|a| a.tokens)
+                .collect::<Vec<_>>(),
+            vec![1]
+        );
     }
 
     #[test]
     fn largest_single_record_fits_exactly() {
         let mut agg = one_shard(AggregatorConfig::default());
-        // magic 4 + pk table 3 + record (1 + 4 + 2 + 1 + 3 + n) + md5 16 + pk 1
-        let n = 1_048_576 - (4 + 3 + 11 + 16 + 1);
+        // magic 4 + pk table 3 + record (tag 1 + len 3 + pk index 2 + data tag 1 + len 3 + n)
+        // + md5 16 + stream partition key 1
+        let n = 1_048_576 - (4 + 3 + 10 + 16 + 1);
         let out = agg.add(UserRecord::new("p", vec![7u8; n]), 1, t(0)).unwrap();
         assert_eq!(out.len(), 1, "exactly full, so handed out at once");
         assert_eq!(out[0].data.len() + 1, 1_048_576);
@@ -356,13 +415,24 @@ mod tests {
 
     #[test]
     fn invalid_keys_are_refused() {
-        let mut agg = one_shard(config(1000, 10));
+        let mut agg = one_shard(config(10_000, 10));
         let err = agg.add(UserRecord::new("", b"x".to_vec()), 1, t(0)).unwrap_err();
         assert_eq!(err, KplError::InvalidPartitionKey { chars: 0 });
-        let err = agg.add(UserRecord::new("é".repeat(257), b"x".to_vec()), 1, t(0)).unwrap_err();
+        let err = agg
+            .add(UserRecord::new("é".repeat(257), b"x".to_vec()), 1, t(0))
+            .unwrap_err();
         assert_eq!(err, KplError::InvalidPartitionKey { chars: 257 });
-        assert!(agg.add(UserRecord::new("é".repeat(256), b"x".to_vec()), 1, t(0)).is_ok());
-        let err = agg.add(UserRecord::new("a", b"x".to_vec()).with_explicit_hash_key("-1"), 1, t(0)).unwrap_err();
+        assert!(
+            agg.add(UserRecord::new("é".repeat(256), b"x".to_vec()), 1, t(0))
+                .is_ok()
+        );
+        let err = agg
+            .add(
+                UserRecord::new("a", b"x".to_vec()).with_explicit_hash_key("-1"),
+                1,
+                t(0),
+            )
+            .unwrap_err();
         assert_eq!(err, KplError::InvalidExplicitHashKey("-1".into()));
     }
 
@@ -373,8 +443,18 @@ mod tests {
         assert_eq!(agg.next_due(), None);
         // Explicit hash keys pick the shard: shard 3 first, then shard 0.
         let top = map.shards()[3].range.start.to_string();
-        agg.add(UserRecord::new("a", b"1".to_vec()).with_explicit_hash_key(top), 1, t(10)).unwrap();
-        agg.add(UserRecord::new("b", b"2".to_vec()).with_explicit_hash_key("0"), 2, t(50)).unwrap();
+        agg.add(
+            UserRecord::new("a", b"1".to_vec()).with_explicit_hash_key(top),
+            1,
+            t(10),
+        )
+        .unwrap();
+        agg.add(
+            UserRecord::new("b", b"2".to_vec()).with_explicit_hash_key("0"),
+            2,
+            t(50),
+        )
+        .unwrap();
         assert_eq!(agg.next_due(), Some(t(110)));
         assert!(agg.take_due(t(109)).is_empty());
         let due = agg.take_due(t(110));
@@ -382,7 +462,12 @@ mod tests {
         assert_eq!(due[0].shard_id, map.shards()[3].id);
         assert_eq!(due[0].opened_at, t(10));
         assert_eq!(agg.next_due(), Some(t(150)));
-        agg.add(UserRecord::new("c", b"3".to_vec()).with_explicit_hash_key("1"), 3, t(120)).unwrap();
+        agg.add(
+            UserRecord::new("c", b"3".to_vec()).with_explicit_hash_key("1"),
+            3,
+            t(120),
+        )
+        .unwrap();
         let due = agg.take_due(t(1000));
         assert_eq!(due.len(), 1);
         assert_eq!(due[0].tokens, vec![2, 3]);
@@ -394,7 +479,8 @@ mod tests {
         let map = ShardMap::even(8).unwrap();
         let mut agg: Aggregator<usize> = Aggregator::new(config(100_000, 1000), map.clone()).unwrap();
         for i in 0..500 {
-            agg.add(UserRecord::new(format!("user-{i}"), b"{}".to_vec()), i, t(0)).unwrap();
+            agg.add(UserRecord::new(format!("user-{i}"), b"{}".to_vec()), i, t(0))
+                .unwrap();
         }
         let out = agg.flush_all();
         assert_eq!(out.len(), 8);
@@ -412,12 +498,19 @@ mod tests {
         let one = ShardMap::single(ShardId::new("parent"));
         let mut agg: Aggregator<usize> = Aggregator::new(config(100_000, 1000), one).unwrap();
         for i in 0..50 {
-            agg.add(UserRecord::new(format!("k{i}"), vec![i as u8]), i, t(i as i64)).unwrap();
+            agg.add(UserRecord::new(format!("k{i}"), vec![i as u8]), i, t(i as i64))
+                .unwrap();
         }
         let half = 1u128 << 127;
         let split = ShardMap::new(vec![
-            Shard { id: ShardId::new("left"), range: HashKeyRange::new(0, half - 1).unwrap() },
-            Shard { id: ShardId::new("right"), range: HashKeyRange::new(half, u128::MAX).unwrap() },
+            Shard {
+                id: ShardId::new("left"),
+                range: HashKeyRange::new(0, half - 1).unwrap(),
+            },
+            Shard {
+                id: ShardId::new("right"),
+                range: HashKeyRange::new(half, u128::MAX).unwrap(),
+            },
         ])
         .unwrap();
         assert!(agg.set_shard_map(split.clone()).is_empty());
@@ -426,7 +519,7 @@ mod tests {
         assert_eq!(out.len(), 2);
         let mut tokens = Vec::new();
         for a in out {
-            assert_eq!(a.opened_at, t(a.tokens[0] as i64), "keeps the earliest record's time");
+            assert_eq!(a.opened_at, t(0), "keeps the old aggregate's opening time");
             for r in decode(&a.partition_key, &a.data).unwrap() {
                 assert_eq!(split.shard_for(r.hash_key().unwrap()).id, a.shard_id);
             }
@@ -523,13 +616,10 @@ mod tests {
                     prop_assert_eq!(Some(r), added[token].as_ref());
                     prop_assert!(seen.insert(token), "token {} twice", token);
                     // Records of one partition key keep their order.
-                    if let Some(&prev) = last_token_per_key.get(&r.partition_key) {
-                        if r.explicit_hash_key.is_none() {
-                            prop_assert!(prev < token, "order of key {}", r.partition_key);
-                        }
-                    }
-                    if r.explicit_hash_key.is_none() {
-                        last_token_per_key.insert(r.partition_key.clone(), token);
+                    if r.explicit_hash_key.is_none()
+                        && let Some(prev) = last_token_per_key.insert(r.partition_key.clone(), token)
+                    {
+                        prop_assert!(prev < token, "order of key {}", r.partition_key);
                     }
                 }
             }

@@ -25,7 +25,11 @@ pub struct UserRecord {
 
 impl UserRecord {
     pub fn new(partition_key: impl Into<String>, data: impl Into<Vec<u8>>) -> Self {
-        UserRecord { partition_key: partition_key.into(), explicit_hash_key: None, data: data.into() }
+        UserRecord {
+            partition_key: partition_key.into(),
+            explicit_hash_key: None,
+            data: data.into(),
+        }
     }
 
     pub fn with_explicit_hash_key(mut self, explicit_hash_key: impl Into<String>) -> Self {
@@ -58,7 +62,11 @@ pub fn is_aggregated(data: &[u8]) -> bool {
 pub fn encode(records: &[UserRecord]) -> Vec<u8> {
     let mut builder = Builder::default();
     for r in records {
-        builder.push(r.partition_key.clone(), r.explicit_hash_key.clone(), r.data.clone());
+        builder.push(
+            r.partition_key.clone(),
+            r.explicit_hash_key.clone(),
+            r.data.clone(),
+        );
     }
     builder.finish()
 }
@@ -91,31 +99,45 @@ pub fn decode(stream_partition_key: &str, data: &[u8]) -> Result<Vec<UserRecord>
     let (body, trailer) = rest.split_at(rest.len() - DIGEST_LEN);
     let actual = Md5::digest(body);
     if actual.as_slice() != trailer {
-        return Err(KplError::ChecksumMismatch { expected: hex::encode(trailer), actual: hex::encode(actual) });
+        return Err(KplError::ChecksumMismatch {
+            expected: hex::encode(trailer),
+            actual: hex::encode(actual),
+        });
     }
     let aggregate = AggregatedRecord::decode(body).map_err(KplError::Protobuf)?;
     if aggregate.records.is_empty() {
         return Err(KplError::EmptyAggregate);
     }
-    let AggregatedRecord { partition_key_table: pks, explicit_hash_key_table: ehks, records } = aggregate;
+    let AggregatedRecord {
+        partition_key_table: pks,
+        explicit_hash_key_table: ehks,
+        records,
+    } = aggregate;
     records
         .into_iter()
         .enumerate()
         .map(|(i, r)| {
-            let partition_key = lookup(&pks, r.partition_key_index).ok_or(
-                KplError::PartitionKeyIndexOutOfRange {
+            let partition_key =
+                lookup(&pks, r.partition_key_index).ok_or(KplError::PartitionKeyIndexOutOfRange {
                     record: i,
                     index: r.partition_key_index,
                     table_len: pks.len(),
-                },
-            )?;
+                })?;
             let explicit_hash_key = match r.explicit_hash_key_index {
                 None => None,
                 Some(index) => Some(lookup(&ehks, index).ok_or(
-                    KplError::ExplicitHashKeyIndexOutOfRange { record: i, index, table_len: ehks.len() },
+                    KplError::ExplicitHashKeyIndexOutOfRange {
+                        record: i,
+                        index,
+                        table_len: ehks.len(),
+                    },
                 )?),
             };
-            Ok(UserRecord { partition_key, explicit_hash_key, data: r.data })
+            Ok(UserRecord {
+                partition_key,
+                explicit_hash_key,
+                data: r.data,
+            })
         })
         .collect()
 }
@@ -167,7 +189,12 @@ impl Builder {
     }
 
     /// How much the body would grow by adding this record.
-    pub(crate) fn cost(&self, partition_key: &str, explicit_hash_key: Option<&str>, data_len: usize) -> usize {
+    pub(crate) fn cost(
+        &self,
+        partition_key: &str,
+        explicit_hash_key: Option<&str>,
+        data_len: usize,
+    ) -> usize {
         let mut cost = 0;
         let pk_index = match self.pk_index.get(partition_key) {
             Some(&i) => i,
@@ -201,9 +228,13 @@ impl Builder {
             map.insert(key.to_owned(), i);
             i
         }
-        let pk = index(&mut self.body.partition_key_table, &mut self.pk_index, partition_key);
-        let ehk = explicit_hash_key
-            .map(|k| index(&mut self.body.explicit_hash_key_table, &mut self.ehk_index, k));
+        let pk = index(
+            &mut self.body.partition_key_table,
+            &mut self.pk_index,
+            partition_key,
+        );
+        let ehk =
+            explicit_hash_key.map(|k| index(&mut self.body.explicit_hash_key_table, &mut self.ehk_index, k));
         (pk, ehk)
     }
 
@@ -212,7 +243,12 @@ impl Builder {
         self.user_bytes += data.len();
         let (partition_key_index, explicit_hash_key_index) =
             self.index_keys(&partition_key, explicit_hash_key.as_deref());
-        self.body.records.push(Record { partition_key_index, explicit_hash_key_index, data, tags: Vec::new() });
+        self.body.records.push(Record {
+            partition_key_index,
+            explicit_hash_key_index,
+            data,
+            tags: Vec::new(),
+        });
     }
 
     pub(crate) fn finish(self) -> Vec<u8> {
@@ -228,7 +264,11 @@ impl Builder {
 
     /// The user records back, for re-bucketing when the shard map changes.
     pub(crate) fn into_user_records(self) -> Vec<UserRecord> {
-        let AggregatedRecord { partition_key_table: pks, explicit_hash_key_table: ehks, records } = self.body;
+        let AggregatedRecord {
+            partition_key_table: pks,
+            explicit_hash_key_table: ehks,
+            records,
+        } = self.body;
         records
             .into_iter()
             .map(|r| UserRecord {
@@ -241,7 +281,7 @@ impl Builder {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use proptest::prelude::*;
     use serde::Deserialize;
 
@@ -285,7 +325,12 @@ mod tests {
                         data: hex::decode(r.data_hex).unwrap(),
                     })
                     .collect();
-                (c.name, records, c.aggregate_partition_key, hex::decode(c.aggregate_hex).unwrap())
+                (
+                    c.name,
+                    records,
+                    c.aggregate_partition_key,
+                    hex::decode(c.aggregate_hex).unwrap(),
+                )
             })
             .collect()
     }
@@ -336,9 +381,15 @@ mod tests {
     fn plain_record_passes_through_as_one_user_record() {
         let got = decode("pk", br#"{"id":1}"#).unwrap();
         assert_eq!(got, vec![UserRecord::new("pk", br#"{"id":1}"#.to_vec())]);
-        assert_eq!(decode("pk", b"").unwrap(), vec![UserRecord::new("pk", Vec::new())]);
+        assert_eq!(
+            decode("pk", b"").unwrap(),
+            vec![UserRecord::new("pk", Vec::new())]
+        );
         // A prefix of the magic is not the magic.
-        assert_eq!(decode("pk", &MAGIC[..3]).unwrap(), vec![UserRecord::new("pk", MAGIC[..3].to_vec())]);
+        assert_eq!(
+            decode("pk", &MAGIC[..3]).unwrap(),
+            vec![UserRecord::new("pk", MAGIC[..3].to_vec())]
+        );
         assert!(!is_aggregated(&MAGIC[..3]));
     }
 
@@ -349,7 +400,10 @@ mod tests {
         bytes[n - 20] ^= 0x01; // inside the body
         let err = decode("pk", &bytes).unwrap_err();
         assert!(matches!(err, KplError::ChecksumMismatch { .. }), "{err:?}");
-        assert!(err.to_string().contains("KPL aggregate checksum mismatch"), "{err}");
+        assert!(
+            err.to_string().contains("KPL aggregate checksum mismatch"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -367,7 +421,10 @@ mod tests {
         // Field 3 (records) says 100 bytes follow, but none do.
         let err = decode("pk", &frame(&[0x1a, 100])).unwrap_err();
         assert!(matches!(err, KplError::Protobuf(_)), "{err:?}");
-        assert!(err.to_string().contains("not a valid AggregatedRecord protobuf"), "{err}");
+        assert!(
+            err.to_string().contains("not a valid AggregatedRecord protobuf"),
+            "{err}"
+        );
         // A partition key that is not UTF-8.
         let err = decode("pk", &frame(&[0x0a, 1, 0xff])).unwrap_err();
         assert!(matches!(err, KplError::Protobuf(_)), "{err:?}");
@@ -384,13 +441,34 @@ mod tests {
             partition_key_table: vec!["a".into()],
             explicit_hash_key_table: vec![],
             records: vec![
-                Record { partition_key_index: 0, explicit_hash_key_index: None, data: vec![1], tags: vec![] },
-                Record { partition_key_index: 1, explicit_hash_key_index: None, data: vec![2], tags: vec![] },
+                Record {
+                    partition_key_index: 0,
+                    explicit_hash_key_index: None,
+                    data: vec![1],
+                    tags: vec![],
+                },
+                Record {
+                    partition_key_index: 1,
+                    explicit_hash_key_index: None,
+                    data: vec![2],
+                    tags: vec![],
+                },
             ],
         };
         let err = decode("pk", &frame(&body.encode_to_vec())).unwrap_err();
-        assert_eq!(err, KplError::PartitionKeyIndexOutOfRange { record: 1, index: 1, table_len: 1 });
-        assert!(err.to_string().contains("user record 1 points at partition key 1"), "{err}");
+        assert_eq!(
+            err,
+            KplError::PartitionKeyIndexOutOfRange {
+                record: 1,
+                index: 1,
+                table_len: 1
+            }
+        );
+        assert!(
+            err.to_string()
+                .contains("user record 1 points at partition key 1"),
+            "{err}"
+        );
 
         let body = AggregatedRecord {
             partition_key_table: vec!["a".into()],
@@ -403,7 +481,14 @@ mod tests {
             }],
         };
         let err = decode("pk", &frame(&body.encode_to_vec())).unwrap_err();
-        assert_eq!(err, KplError::ExplicitHashKeyIndexOutOfRange { record: 0, index: u64::MAX, table_len: 1 });
+        assert_eq!(
+            err,
+            KplError::ExplicitHashKeyIndexOutOfRange {
+                record: 0,
+                index: u64::MAX,
+                table_len: 1
+            }
+        );
     }
 
     #[test]
@@ -415,7 +500,10 @@ mod tests {
                 partition_key_index: 0,
                 explicit_hash_key_index: None,
                 data: b"x".to_vec(),
-                tags: vec![Tag { key: "k".into(), value: Some("v".into()) }],
+                tags: vec![Tag {
+                    key: "k".into(),
+                    value: Some("v".into()),
+                }],
             }],
         };
         let got = decode("pk", &frame(&body.encode_to_vec())).unwrap();

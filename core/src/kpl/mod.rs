@@ -32,7 +32,8 @@ pub const KINESIS_MAX_RECORD_BYTES: usize = 1_048_576;
 /// Kinesis' limit on a partition key, in Unicode characters.
 pub const MAX_PARTITION_KEY_CHARS: usize = 256;
 
-/// What went wrong while packing or unpacking KPL aggregated records.
+/// What went wrong while packing user records (producer, before the put) or unpacking a stream
+/// record (consumer, after the read).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KplError {
     #[error(
@@ -53,13 +54,21 @@ pub enum KplError {
         "KPL aggregate user record {record} points at partition key {index}, \
          but the partition key table holds only {table_len}"
     )]
-    PartitionKeyIndexOutOfRange { record: usize, index: u64, table_len: usize },
+    PartitionKeyIndexOutOfRange {
+        record: usize,
+        index: u64,
+        table_len: usize,
+    },
 
     #[error(
         "KPL aggregate user record {record} points at explicit hash key {index}, \
          but the explicit hash key table holds only {table_len}"
     )]
-    ExplicitHashKeyIndexOutOfRange { record: usize, index: u64, table_len: usize },
+    ExplicitHashKeyIndexOutOfRange {
+        record: usize,
+        index: u64,
+        table_len: usize,
+    },
 
     #[error("KPL aggregate holds no user records")]
     EmptyAggregate,
@@ -67,9 +76,7 @@ pub enum KplError {
     #[error("partition key must be 1 to {MAX_PARTITION_KEY_CHARS} characters, got {chars}")]
     InvalidPartitionKey { chars: usize },
 
-    #[error(
-        "explicit hash key must be a decimal integer from 0 to 2^128-1 without leading zeros, got {0:?}"
-    )]
+    #[error("explicit hash key must be a decimal integer from 0 to 2^128-1 without leading zeros, got {0:?}")]
     InvalidExplicitHashKey(String),
 
     #[error(

@@ -36,11 +36,16 @@ pub struct HashKeyRange {
 
 impl HashKeyRange {
     /// The whole hash-key space: a one-shard stream's range.
-    pub const FULL: HashKeyRange = HashKeyRange { start: 0, end: u128::MAX };
+    pub const FULL: HashKeyRange = HashKeyRange {
+        start: 0,
+        end: u128::MAX,
+    };
 
     pub fn new(start: u128, end: u128) -> Result<Self, KplError> {
         if start > end {
-            return Err(KplError::InvalidShardMap(format!("hash-key range starts at {start}, after its end {end}")));
+            return Err(KplError::InvalidShardMap(format!(
+                "hash-key range starts at {start}, after its end {end}"
+            )));
         }
         Ok(HashKeyRange { start, end })
     }
@@ -114,21 +119,35 @@ impl ShardMap {
         let mut ids: Vec<&ShardId> = shards.iter().map(|s| &s.id).collect();
         ids.sort();
         if let Some(pair) = ids.windows(2).find(|p| p[0] == p[1]) {
-            return Err(KplError::InvalidShardMap(format!("shard {} appears twice", pair[0])));
+            return Err(KplError::InvalidShardMap(format!(
+                "shard {} appears twice",
+                pair[0]
+            )));
         }
         Ok(ShardMap { shards })
     }
 
     /// A stream of one shard, which takes every hash key.
     pub fn single(id: ShardId) -> Self {
-        ShardMap { shards: vec![Shard { id, range: HashKeyRange::FULL }] }
+        ShardMap {
+            shards: vec![Shard {
+                id,
+                range: HashKeyRange::FULL,
+            }],
+        }
     }
 
     /// `count` shards splitting the space evenly, named `shardId-000000000000` upwards, as
     /// `CreateStream` lays out a new stream: for the local stream and the simulation.
     pub fn even(count: u32) -> Result<Self, KplError> {
         if count == 0 {
-            return Err(KplError::InvalidShardMap("a stream needs at least one shard".into()));
+            return Err(KplError::InvalidShardMap(
+                "a stream needs at least one shard".into(),
+            ));
+        }
+        if count == 1 {
+            // 2^128 / 1 does not fit a u128; one shard simply takes everything.
+            return Ok(ShardMap::single(ShardId::new("shardId-000000000000")));
         }
         let n = u128::from(count);
         // floor(2^128 / n), computed without 2^128.
@@ -136,8 +155,15 @@ impl ShardMap {
         let shards = (0..count)
             .map(|i| {
                 let start = u128::from(i) * step;
-                let end = if i + 1 == count { u128::MAX } else { start + step - 1 };
-                Shard { id: ShardId::new(format!("shardId-{i:012}")), range: HashKeyRange { start, end } }
+                let end = if i + 1 == count {
+                    u128::MAX
+                } else {
+                    start + step - 1
+                };
+                Shard {
+                    id: ShardId::new(format!("shardId-{i:012}")),
+                    range: HashKeyRange { start, end },
+                }
             })
             .collect();
         Ok(ShardMap { shards })
@@ -165,7 +191,10 @@ mod tests {
     use super::*;
 
     fn shard(id: &str, start: u128, end: u128) -> Shard {
-        Shard { id: ShardId::new(id), range: HashKeyRange::new(start, end).unwrap() }
+        Shard {
+            id: ShardId::new(id),
+            range: HashKeyRange::new(start, end).unwrap(),
+        }
     }
 
     #[test]
@@ -175,30 +204,60 @@ mod tests {
         // md5("a") = 0cc175b9c0f1b6a831c399e269772661
         assert_eq!(hash_key_of("a"), 0x0cc175b9c0f1b6a831c399e269772661);
         // UTF-8 bytes, not UTF-16 or chars: md5("é") = md5(c3 a9)
-        assert_eq!(hash_key_of("é").to_be_bytes(), <[u8; 16]>::from(Md5::digest([0xc3, 0xa9])));
+        assert_eq!(
+            hash_key_of("é").to_be_bytes(),
+            <[u8; 16]>::from(Md5::digest([0xc3, 0xa9]))
+        );
     }
 
     #[test]
     fn explicit_hash_keys_are_strict_decimal() {
         assert_eq!(parse_explicit_hash_key("0").unwrap(), 0);
-        assert_eq!(parse_explicit_hash_key("340282366920938463463374607431768211455").unwrap(), u128::MAX);
-        for bad in ["", "01", "+1", "-1", " 1", "1 ", "0x10", "1.0", "340282366920938463463374607431768211456"] {
+        assert_eq!(
+            parse_explicit_hash_key("340282366920938463463374607431768211455").unwrap(),
+            u128::MAX
+        );
+        for bad in [
+            "",
+            "01",
+            "+1",
+            "-1",
+            " 1",
+            "1 ",
+            "0x10",
+            "1.0",
+            "340282366920938463463374607431768211456",
+        ] {
             let err = parse_explicit_hash_key(bad).unwrap_err();
             assert_eq!(err, KplError::InvalidExplicitHashKey(bad.to_owned()));
         }
         assert!(
-            parse_explicit_hash_key("x").unwrap_err().to_string().contains("explicit hash key must be a decimal")
+            parse_explicit_hash_key("x")
+                .unwrap_err()
+                .to_string()
+                .contains("explicit hash key must be a decimal")
         );
     }
 
     #[test]
     fn map_must_tile_the_space() {
         let max = u128::MAX;
-        assert!(ShardMap::new(vec![]).unwrap_err().to_string().contains("no shards"));
+        assert!(
+            ShardMap::new(vec![])
+                .unwrap_err()
+                .to_string()
+                .contains("no shards")
+        );
         let gap = ShardMap::new(vec![shard("a", 0, 9), shard("b", 11, max)]).unwrap_err();
-        assert!(gap.to_string().contains("no shard covers hash keys 10 to 10"), "{gap}");
+        assert!(
+            gap.to_string().contains("no shard covers hash keys 10 to 10"),
+            "{gap}"
+        );
         let overlap = ShardMap::new(vec![shard("a", 0, 10), shard("b", 10, max)]).unwrap_err();
-        assert!(overlap.to_string().contains("overlap at hash key 10"), "{overlap}");
+        assert!(
+            overlap.to_string().contains("overlap at hash key 10"),
+            "{overlap}"
+        );
         let low = ShardMap::new(vec![shard("a", 5, max)]).unwrap_err();
         assert!(low.to_string().contains("0 to 4"), "{low}");
         let high = ShardMap::new(vec![shard("a", 0, 5)]).unwrap_err();
@@ -206,7 +265,10 @@ mod tests {
         let dup = ShardMap::new(vec![shard("a", 0, 5), shard("a", 6, max)]).unwrap_err();
         assert!(dup.to_string().contains("appears twice"), "{dup}");
         assert!(HashKeyRange::new(2, 1).is_err());
-        assert_eq!(HashKeyRange::parse("0", "340282366920938463463374607431768211455").unwrap(), HashKeyRange::FULL);
+        assert_eq!(
+            HashKeyRange::parse("0", "340282366920938463463374607431768211455").unwrap(),
+            HashKeyRange::FULL
+        );
     }
 
     #[test]
@@ -225,11 +287,18 @@ mod tests {
         // CreateStream with two shards ends the first at 2^127 - 1.
         assert_eq!(two.shards()[0].range.end, (1u128 << 127) - 1);
         assert_eq!(two.shards()[1].range.start, 1u128 << 127);
-        assert_eq!(ShardMap::even(1).unwrap(), ShardMap::single(ShardId::new("shardId-000000000000")));
+        assert_eq!(
+            ShardMap::even(1).unwrap(),
+            ShardMap::single(ShardId::new("shardId-000000000000"))
+        );
         assert!(ShardMap::even(0).is_err());
         for n in [3, 7, 64, 1000] {
             let map = ShardMap::even(n).unwrap();
-            assert_eq!(ShardMap::new(map.shards().to_vec()).unwrap(), map, "{n} shards tile the space");
+            assert_eq!(
+                ShardMap::new(map.shards().to_vec()).unwrap(),
+                map,
+                "{n} shards tile the space"
+            );
         }
     }
 

@@ -1,0 +1,38 @@
+//! Retrying port calls that failed transiently: capped exponential backoff with full jitter,
+//! forever for writes that must not be dropped (the caller holds the checkpoint meanwhile).
+
+use std::future::Future;
+
+use crate::import::Backoff;
+use crate::ports::{Clock, Entropy, Observation, Observer, PortError};
+
+/// Calls `op` until it succeeds or fails with a non-retryable error (or after
+/// `backoff.max_attempts` attempts when `bounded`).
+pub(crate) async fn with_backoff<T, F, Fut>(
+    clock: &impl Clock,
+    entropy: &impl Entropy,
+    observer: &impl Observer,
+    backoff: &Backoff,
+    bounded: bool,
+    mut op: F,
+) -> Result<T, PortError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, PortError>>,
+{
+    let mut attempt = 0u32;
+    loop {
+        match op().await {
+            Ok(v) => return Ok(v),
+            Err(e) if !e.retryable => return Err(e),
+            Err(e) => {
+                attempt = attempt.saturating_add(1);
+                if bounded && attempt >= backoff.max_attempts {
+                    return Err(e);
+                }
+                observer.observe(Observation::PortRetry { service: e.service, error: &e.message });
+                clock.sleep(backoff.delay(attempt - 1, entropy.unit())).await;
+            }
+        }
+    }
+}
