@@ -299,7 +299,15 @@ pub enum Observation<'a> {
     LeaseTaken { shard: &'a ShardId },
     LeaseLost { shard: &'a ShardId },
     /// The importer loaded a batch (`inserted` new rows) or found it loaded already.
-    Loaded { table: &'a str, key: &'a str, rows: u64, inserted: u64, duration: Duration, max_received_at: Timestamp },
+    Loaded {
+        table: &'a str,
+        key: &'a str,
+        rows: u64,
+        inserted: u64,
+        duration: Duration,
+        min_received_at: Timestamp,
+        max_received_at: Timestamp,
+    },
     LoadSkipped { key: &'a str, reason: &'a str },
     LoadRetry { key: &'a str, attempt: u32, error: &'a str, transient: bool },
     DeadLettered { key: &'a str, reason: &'a str },

@@ -10,3 +10,7 @@ pub mod consumer;
 mod retry;
 
 pub use consumer::{Consumer, ConsumerConfig, ConsumerError};
+pub mod producer;
+pub use producer::{Producer, ProducerConfig, ProducerHandle, SubmitError};
+pub mod importer;
+pub use importer::{Importer, ImporterConfig, ImporterError};

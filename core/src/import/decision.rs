@@ -107,7 +107,8 @@ pub enum DeadLetterReason {
         batch_catalog_version: String,
         catalog_version: String,
     },
-    /// Boxed: the column lists would otherwise triple the size of every reason.
+    /// Boxed: its column lists would otherwise make every reason (and every `Result` carrying one)
+    /// twice as large.
     #[error("{0}")]
     SchemaMismatch(Box<SchemaMismatch>),
     #[error(
