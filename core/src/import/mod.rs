@@ -25,7 +25,9 @@ pub use backoff::Backoff;
 pub use classify::{ErrorClass, WarehouseError, WarehouseErrorKind, classify};
 pub use content::{ContentCheck, CsvError, CsvRecordCounter, verify};
 pub use decision::{DeadLetterReason, Decision, ImportInput, SchemaMismatch, SkipReason, decide};
-pub use notification::{IgnoreReason, Notification, NotificationError, ObjectRef, Sequencer, parse_message};
+pub use notification::{
+    IgnoreReason, Notification, NotificationError, ObjectRef, Sequencer, object_created_message, parse_message,
+};
 
 /// Longest piece of foreign text (a warehouse message, a key) kept in a reason: dead-letter reasons
 /// travel as SQS message attributes, which count against the message's size limit.
