@@ -110,18 +110,32 @@ impl BatchMetadata {
             ("last-position".into(), pos(&self.last)),
             ("catalog-version".into(), self.catalog_version.clone()),
             ("sha256".into(), self.sha256.clone()),
-            ("min-received-at".into(), self.min_received_at.as_micros().to_string()),
-            ("max-received-at".into(), self.max_received_at.as_micros().to_string()),
+            (
+                "min-received-at".into(),
+                self.min_received_at.as_micros().to_string(),
+            ),
+            (
+                "max-received-at".into(),
+                self.max_received_at.as_micros().to_string(),
+            ),
             ("compression".into(), self.compression.as_str().into()),
         ])
     }
 
     /// Reads [`to_pairs`](Self::to_pairs) back; names are matched case-insensitively because
     /// HTTP lowercases header names.
-    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Self, MetadataError> {
-        let map: BTreeMap<String, &str> = pairs.into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v)).collect();
+    pub fn from_pairs<'a>(
+        pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<Self, MetadataError> {
+        let map: BTreeMap<String, &str> = pairs
+            .into_iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v))
+            .collect();
         let get = |field: &'static str| map.get(field).copied().ok_or(MetadataError::Missing(field));
-        let invalid = |field: &'static str, value: &str| MetadataError::Invalid { field, value: value.to_owned() };
+        let invalid = |field: &'static str, value: &str| MetadataError::Invalid {
+            field,
+            value: value.to_owned(),
+        };
         let pos = |field: &'static str| -> Result<Position, MetadataError> {
             let v = get(field)?;
             let (seq, sub) = v.split_once(':').ok_or_else(|| invalid(field, v))?;
@@ -132,11 +146,17 @@ impl BatchMetadata {
         };
         let micros = |field: &'static str| -> Result<Timestamp, MetadataError> {
             let v = get(field)?;
-            v.parse().map(Timestamp::from_micros).map_err(|_| invalid(field, v))
+            v.parse()
+                .map(Timestamp::from_micros)
+                .map_err(|_| invalid(field, v))
         };
         let nonempty = |field: &'static str| -> Result<String, MetadataError> {
             let v = get(field)?;
-            if v.is_empty() { Err(invalid(field, v)) } else { Ok(v.to_owned()) }
+            if v.is_empty() {
+                Err(invalid(field, v))
+            } else {
+                Ok(v.to_owned())
+            }
         };
         let columns = nonempty("columns")?.split(',').map(str::to_owned).collect();
         let rows = get("rows")?;
@@ -215,6 +235,9 @@ mod tests {
         let mut pairs = sample().to_pairs();
         pairs.insert("rows".into(), "many".into());
         let err = BatchMetadata::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str()))).unwrap_err();
-        assert_eq!(err.to_string(), "batch metadata field `rows` is invalid: \"many\"");
+        assert_eq!(
+            err.to_string(),
+            "batch metadata field `rows` is invalid: \"many\""
+        );
     }
 }

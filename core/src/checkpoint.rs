@@ -32,7 +32,11 @@ pub struct CheckpointTracker {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TrackerError {
     #[error("shard {shard}: read {position} after {previous} (records must be read in order)")]
-    OutOfOrder { shard: ShardId, position: Position, previous: Position },
+    OutOfOrder {
+        shard: ShardId,
+        position: Position,
+        previous: Position,
+    },
     #[error("shard {shard}: released {position}, which was not held")]
     NotHeld { shard: ShardId, position: Position },
 }
@@ -44,7 +48,13 @@ impl CheckpointTracker {
 
     /// Starts tracking a shard from its stored checkpoint (after a lease is taken).
     pub fn start(&mut self, shard: ShardId, from: Option<Position>) {
-        self.shards.insert(shard, ShardTrack { checkpointed: from, ..ShardTrack::default() });
+        self.shards.insert(
+            shard,
+            ShardTrack {
+                checkpointed: from,
+                ..ShardTrack::default()
+            },
+        );
     }
 
     /// Forgets a shard (lease lost or shard finished).
@@ -58,7 +68,11 @@ impl CheckpointTracker {
         if let Some(previous) = track.read.back().or(track.checkpointed.as_ref())
             && *previous >= position
         {
-            return Err(TrackerError::OutOfOrder { shard: shard.clone(), position, previous: previous.clone() });
+            return Err(TrackerError::OutOfOrder {
+                shard: shard.clone(),
+                position,
+                previous: previous.clone(),
+            });
         }
         track.read.push_back(position);
         Ok(())
@@ -66,12 +80,21 @@ impl CheckpointTracker {
 
     /// A buffer started holding rows from `position`.
     pub fn hold(&mut self, shard: &ShardId, position: Position) {
-        *self.shards.entry(shard.clone()).or_default().held.entry(position).or_insert(0) += 1;
+        *self
+            .shards
+            .entry(shard.clone())
+            .or_default()
+            .held
+            .entry(position)
+            .or_insert(0) += 1;
     }
 
     /// The batch that started at `position` is durable.
     pub fn release(&mut self, shard: &ShardId, position: &Position) -> Result<(), TrackerError> {
-        let not_held = || TrackerError::NotHeld { shard: shard.clone(), position: position.clone() };
+        let not_held = || TrackerError::NotHeld {
+            shard: shard.clone(),
+            position: position.clone(),
+        };
         let track = self.shards.get_mut(shard).ok_or_else(not_held)?;
         let count = track.held.get_mut(position).ok_or_else(not_held)?;
         *count -= 1;
@@ -106,7 +129,9 @@ impl CheckpointTracker {
 
     /// Nothing read is waiting and nothing is held: everything read is checkpointed.
     pub fn is_idle(&self, shard: &ShardId) -> bool {
-        self.shards.get(shard).is_none_or(|t| t.read.is_empty() && t.held.is_empty())
+        self.shards
+            .get(shard)
+            .is_none_or(|t| t.read.is_empty() && t.held.is_empty())
     }
 
     /// Records read but not yet safe to checkpoint: a lag metric.
@@ -160,8 +185,14 @@ mod tests {
         let s = ShardId::new("s");
         let mut t = CheckpointTracker::new();
         t.start(s.clone(), Some(p(5)));
-        assert_eq!(t.read(&s, p(5)).unwrap_err().to_string(), "shard s: read 5 after 5 (records must be read in order)");
-        assert_eq!(t.release(&s, &p(9)).unwrap_err().to_string(), "shard s: released 9, which was not held");
+        assert_eq!(
+            t.read(&s, p(5)).unwrap_err().to_string(),
+            "shard s: read 5 after 5 (records must be read in order)"
+        );
+        assert_eq!(
+            t.release(&s, &p(9)).unwrap_err().to_string(),
+            "shard s: released 9, which was not held"
+        );
     }
 
     proptest! {

@@ -40,9 +40,34 @@ impl<'a> RowWriter<'a> {
 
     /// A value whose text can never need quoting (numbers, booleans, timestamps we formatted).
     pub fn plain(&mut self, value: &str) {
-        debug_assert!(!value.is_empty() && !needs_quotes(value.as_bytes()), "{value:?} needs quoting");
+        debug_assert!(
+            !value.is_empty() && !needs_quotes(value.as_bytes()),
+            "{value:?} needs quoting"
+        );
         self.sep();
         self.out.extend_from_slice(value.as_bytes());
+    }
+
+    /// Like [`plain`](Self::plain), for bytes.
+    pub fn plain_bytes(&mut self, value: &[u8]) {
+        debug_assert!(!value.is_empty() && !needs_quotes(value));
+        self.sep();
+        self.out.extend_from_slice(value);
+    }
+
+    /// An integer.
+    pub fn int(&mut self, value: i64) {
+        self.sep();
+        self.out
+            .extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
+    }
+
+    /// A finite float, in the shortest form that reads back exactly.
+    pub fn float(&mut self, value: f64) {
+        debug_assert!(value.is_finite());
+        self.sep();
+        self.out
+            .extend_from_slice(ryu::Buffer::new().format_finite(value).as_bytes());
     }
 
     /// Like [`plain`](Self::plain), formatting straight into the buffer.
@@ -52,6 +77,17 @@ impl<'a> RowWriter<'a> {
         self.out.write_fmt(args).expect("writing to a Vec cannot fail");
     }
 
+    /// Fields already encoded by another [`RowWriter`] (joined by commas): lets a caller encode
+    /// what every row of an event shares once.
+    pub fn encoded(&mut self, fields: &[u8]) {
+        self.sep();
+        self.out.extend_from_slice(fields);
+    }
+
+    /// Ends the row without the newline, for a run of fields to splice into rows with
+    /// [`encoded`](Self::encoded).
+    pub fn finish_fields(self) {}
+
     /// Ends the row.
     pub fn finish(self) {
         self.out.push(b'\n');
@@ -59,7 +95,10 @@ impl<'a> RowWriter<'a> {
 }
 
 fn needs_quotes(bytes: &[u8]) -> bool {
-    bytes.is_empty() || bytes.iter().any(|b| matches!(b, b',' | b'"' | b'\n' | b'\r' | b'\\'))
+    bytes.is_empty()
+        || bytes
+            .iter()
+            .any(|b| matches!(b, b',' | b'"' | b'\n' | b'\r' | b'\\'))
 }
 
 fn write_text(out: &mut Vec<u8>, value: &str) {
@@ -83,7 +122,8 @@ fn write_text(out: &mut Vec<u8>, value: &str) {
 /// rules as PostgreSQL's CSV reader. Tests and the importer's checks use it; loading never does
 /// (the warehouse parses its own input).
 pub fn parse_rows(input: &[u8]) -> Result<Vec<Vec<Option<String>>>, ParseError> {
-    let text = std::str::from_utf8(input).map_err(|e| ParseError(format!("not UTF-8 at byte {}", e.valid_up_to())))?;
+    let text = std::str::from_utf8(input)
+        .map_err(|e| ParseError(format!("not UTF-8 at byte {}", e.valid_up_to())))?;
     let mut rows = Vec::new();
     let mut row = Vec::new();
     let mut chars = text.char_indices().peekable();
@@ -97,7 +137,11 @@ pub fn parse_rows(input: &[u8]) -> Result<Vec<Vec<Option<String>>>, ParseError> 
                 at_field_start = false;
                 loop {
                     match chars.next() {
-                        None => return Err(ParseError(format!("unterminated quoted field starting at byte {i}"))),
+                        None => {
+                            return Err(ParseError(format!(
+                                "unterminated quoted field starting at byte {i}"
+                            )));
+                        }
                         Some((_, '"')) if chars.peek().map(|(_, c)| *c) == Some('"') => {
                             chars.next();
                             field.push('"');
@@ -108,7 +152,11 @@ pub fn parse_rows(input: &[u8]) -> Result<Vec<Vec<Option<String>>>, ParseError> 
                 }
             }
             ',' | '\n' => {
-                row.push(if field.is_empty() && !quoted { None } else { Some(std::mem::take(&mut field)) });
+                row.push(if field.is_empty() && !quoted {
+                    None
+                } else {
+                    Some(std::mem::take(&mut field))
+                });
                 quoted = false;
                 at_field_start = true;
                 if c == '\n' {
@@ -175,15 +223,29 @@ mod tests {
             let mut w = RowWriter::new(&mut out);
             w.text(value);
             w.finish();
-            assert_eq!(String::from_utf8(out).unwrap(), format!("{expected}\n"), "{value:?}");
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                format!("{expected}\n"),
+                "{value:?}"
+            );
         }
     }
 
     #[test]
     fn parse_reports_malformed_input() {
-        assert!(parse_rows(b"\"open\n").unwrap_err().to_string().contains("unterminated"));
+        assert!(
+            parse_rows(b"\"open\n")
+                .unwrap_err()
+                .to_string()
+                .contains("unterminated")
+        );
         assert!(parse_rows(b"a,b").unwrap_err().to_string().contains("newline"));
-        assert!(parse_rows(b"\"a\"b\n").unwrap_err().to_string().contains("closing quote"));
+        assert!(
+            parse_rows(b"\"a\"b\n")
+                .unwrap_err()
+                .to_string()
+                .contains("closing quote")
+        );
     }
 
     fn field() -> impl Strategy<Value = Option<String>> {

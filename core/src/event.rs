@@ -121,6 +121,9 @@ mod tests {
     #[test]
     fn garbage_is_a_clear_error() {
         let err = Envelope::decode(b"\x00not json").unwrap_err();
-        assert!(err.to_string().starts_with("stream record is not an event envelope"));
+        assert!(
+            err.to_string()
+                .starts_with("stream record is not an event envelope")
+        );
     }
 }

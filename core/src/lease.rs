@@ -77,7 +77,10 @@ impl LeaseCoordinator {
         let mut expired = Vec::new();
         let mut owners: HashSet<&str> = HashSet::from([self.owner.as_str()]);
         for lease in leases {
-            let seen = self.observed.entry(lease.shard.clone()).or_insert((lease.counter, now));
+            let seen = self
+                .observed
+                .entry(lease.shard.clone())
+                .or_insert((lease.counter, now));
             if seen.0 != lease.counter {
                 *seen = (lease.counter, now);
             }
@@ -101,7 +104,9 @@ impl LeaseCoordinator {
                 }
                 _ => {
                     let parents_done = lease.parents.iter().all(|p| {
-                        by_shard.get(p).is_none_or(|pl| pl.checkpoint == Checkpoint::ShardEnd)
+                        by_shard
+                            .get(p)
+                            .is_none_or(|pl| pl.checkpoint == Checkpoint::ShardEnd)
                     });
                     if parents_done {
                         expired.push(lease.clone());
@@ -118,7 +123,10 @@ impl LeaseCoordinator {
             }
         }
         self.held.retain(|s| by_shard.contains_key(s));
-        let active = leases.iter().filter(|l| l.checkpoint != Checkpoint::ShardEnd).count();
+        let active = leases
+            .iter()
+            .filter(|l| l.checkpoint != Checkpoint::ShardEnd)
+            .count();
         let share = active.div_ceil(owners.len()).min(self.max_leases);
         let room = share.saturating_sub(plan.renew.len());
         // Free leases before expired ones of others, then by shard id: deterministic.
@@ -150,9 +158,17 @@ mod tests {
     #[test]
     fn takes_free_leases_up_to_a_fair_share() {
         let mut c = LeaseCoordinator::new("me", Duration::from_secs(10), 10);
-        let leases = [lease("a", None, 0), lease("b", None, 0), lease("c", Some("other"), 5), lease("d", Some("other"), 5)];
+        let leases = [
+            lease("a", None, 0),
+            lease("b", None, 0),
+            lease("c", Some("other"), 5),
+            lease("d", Some("other"), 5),
+        ];
         let plan = c.plan(&leases, t(0));
-        assert_eq!(plan.take.iter().map(|l| l.shard.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(
+            plan.take.iter().map(|l| l.shard.as_str()).collect::<Vec<_>>(),
+            ["a", "b"]
+        );
         assert!(plan.renew.is_empty() && plan.lost.is_empty());
     }
 
@@ -185,9 +201,15 @@ mod tests {
         let mut child = lease("c", None, 0);
         child.parents = vec![ShardId::new("p")];
         assert!(c.plan(&[parent.clone(), child.clone()], t(0)).take.is_empty());
-        let ended = Lease { checkpoint: Checkpoint::ShardEnd, ..parent };
+        let ended = Lease {
+            checkpoint: Checkpoint::ShardEnd,
+            ..parent
+        };
         let plan = c.plan(&[ended, child], t(1));
-        assert_eq!(plan.take.iter().map(|l| l.shard.as_str()).collect::<Vec<_>>(), ["c"]);
+        assert_eq!(
+            plan.take.iter().map(|l| l.shard.as_str()).collect::<Vec<_>>(),
+            ["c"]
+        );
     }
 
     #[test]

@@ -26,9 +26,17 @@ pub enum Rejection {
     #[error("payload violates the schema of {event_type:?}: {}", errors.join("; "))]
     Schema { event_type: String, errors: Vec<String> },
     #[error("table {table:?}, column {column:?}: required value missing at {source_desc}")]
-    MissingRequired { table: String, column: String, source_desc: String },
+    MissingRequired {
+        table: String,
+        column: String,
+        source_desc: String,
+    },
     #[error("table {table:?}, column {column:?}: {reason}")]
-    InvalidValue { table: String, column: String, reason: String },
+    InvalidValue {
+        table: String,
+        column: String,
+        reason: String,
+    },
     #[error("table {table:?}: {pointer} is not an array to explode")]
     NotAnArray { table: String, pointer: String },
 }
@@ -96,12 +104,21 @@ impl<'c> Mapper<'c> {
         result
     }
 
-    fn map_into(&self, event: &Envelope, lineage: Lineage<'_>, out: &mut MappedRows) -> Result<(), Rejection> {
+    fn map_into(
+        &self,
+        event: &Envelope,
+        lineage: Lineage<'_>,
+        out: &mut MappedRows,
+    ) -> Result<(), Rejection> {
         let Some(def) = self.catalog.event_type(&event.event_type) else {
-            return Err(Rejection::UnknownEventType { event_type: event.event_type.clone() });
+            return Err(Rejection::UnknownEventType {
+                event_type: event.event_type.clone(),
+            });
         };
-        let payload: Value = serde_json::from_str(event.payload_json())
-            .map_err(|e| Rejection::PayloadNotJson { message: e.to_string() })?;
+        let payload: Value =
+            serde_json::from_str(event.payload_json()).map_err(|e| Rejection::PayloadNotJson {
+                message: e.to_string(),
+            })?;
         if let Some(schema) = &def.schema
             && !schema.is_valid(&payload)
         {
@@ -110,9 +127,25 @@ impl<'c> Mapper<'c> {
                 .take(5)
                 .map(|e| format!("at {:?}: {e}", e.instance_path().to_string()))
                 .collect();
-            return Err(Rejection::Schema { event_type: def.name.clone(), errors });
+            return Err(Rejection::Schema {
+                event_type: def.name.clone(),
+                errors,
+            });
         }
         let mut scratch = String::new();
+        // The lineage fields are the same for every row of the event but the row index: encode
+        // them once.
+        let mut id_field = Vec::with_capacity(event.id.as_str().len() + 2);
+        let mut w = RowWriter::new(&mut id_field);
+        w.text(event.id.as_str());
+        w.finish_fields();
+        let mut lineage_fields = Vec::with_capacity(64);
+        let mut w = RowWriter::new(&mut lineage_fields);
+        w.plain_bytes(&event.received_at.to_iso_bytes());
+        w.text(lineage.shard.as_str());
+        w.plain(lineage.position.seq.as_str());
+        w.int(i64::from(lineage.position.sub));
+        w.finish_fields();
         // Row indexes count per table within the event, so (event id, row index) names a row even
         // when two outputs of one event type share a table.
         let mut next_index: Vec<(TableId, u64)> = Vec::with_capacity(def.outputs.len());
@@ -124,7 +157,10 @@ impl<'c> Mapper<'c> {
                     Some(Value::Array(items)) => items.iter().map(Some).collect(),
                     None | Some(Value::Null) => Vec::new(),
                     Some(_) => {
-                        return Err(Rejection::NotAnArray { table: table.name.clone(), pointer: p.to_string() });
+                        return Err(Rejection::NotAnArray {
+                            table: table.name.clone(),
+                            pointer: p.to_string(),
+                        });
                     }
                 },
             };
@@ -141,12 +177,9 @@ impl<'c> Mapper<'c> {
                 };
                 let start = out.buf.len();
                 let mut row = RowWriter::new(&mut out.buf);
-                row.text(event.id.as_str());
-                row.plain_fmt(format_args!("{index}"));
-                row.plain_fmt(format_args!("{}", event.received_at));
-                row.text(lineage.shard.as_str());
-                row.plain(lineage.position.seq.as_str());
-                row.plain_fmt(format_args!("{}", lineage.position.sub));
+                row.encoded(&id_field);
+                row.int(index as i64);
+                row.encoded(&lineage_fields);
                 for col in &output.columns {
                     let input = resolve(col, event, &payload, item);
                     write_cell(&mut row, col, input, &mut scratch).map_err(|reason| match reason {
@@ -170,7 +203,12 @@ impl<'c> Mapper<'c> {
     }
 }
 
-fn resolve<'v>(col: &ColumnSource, event: &'v Envelope, payload: &'v Value, item: Option<&'v Value>) -> Input<'v> {
+fn resolve<'v>(
+    col: &ColumnSource,
+    event: &'v Envelope,
+    payload: &'v Value,
+    item: Option<&'v Value>,
+) -> Input<'v> {
     let from_json = |v: Option<&'v Value>| match v {
         None | Some(Value::Null) => Input::Missing,
         Some(v) => Input::Json(v),
@@ -212,7 +250,12 @@ fn kind(v: &Value) -> &'static str {
     }
 }
 
-fn write_cell(row: &mut RowWriter<'_>, col: &ColumnSource, input: Input<'_>, scratch: &mut String) -> Result<(), CellError> {
+fn write_cell(
+    row: &mut RowWriter<'_>,
+    col: &ColumnSource,
+    input: Input<'_>,
+    scratch: &mut String,
+) -> Result<(), CellError> {
     let ty = col.column.ty;
     let wrong = |found: &str| CellError::Invalid(format!("expected {ty}, found {found}"));
     match input {
@@ -223,7 +266,7 @@ fn write_cell(row: &mut RowWriter<'_>, col: &ColumnSource, input: Input<'_>, scr
         Input::Missing => Err(CellError::Missing),
         Input::Time(t) => match ty {
             ColumnType::Timestamp => {
-                row.plain_fmt(format_args!("{t}"));
+                row.plain_bytes(&t.to_iso_bytes());
                 Ok(())
             }
             ColumnType::Date => {
@@ -231,7 +274,7 @@ fn write_cell(row: &mut RowWriter<'_>, col: &ColumnSource, input: Input<'_>, scr
                 Ok(())
             }
             ColumnType::Text => {
-                row.plain_fmt(format_args!("{t}"));
+                row.plain_bytes(&t.to_iso_bytes());
                 Ok(())
             }
             _ => Err(wrong("a timestamp")),
@@ -244,7 +287,9 @@ fn write_cell(row: &mut RowWriter<'_>, col: &ColumnSource, input: Input<'_>, scr
                 row.text(scratch);
                 Ok(())
             }
-            (_, Value::String(s)) => write_str(row, ty, s, scratch).map_err(|e| e.unwrap_or_else(|| wrong("a string"))),
+            (_, Value::String(s)) => {
+                write_str(row, ty, s, scratch).map_err(|e| e.unwrap_or_else(|| wrong("a string")))
+            }
             (ColumnType::Text, Value::Number(n)) => {
                 row.plain_fmt(format_args!("{n}"));
                 Ok(())
@@ -255,19 +300,23 @@ fn write_cell(row: &mut RowWriter<'_>, col: &ColumnSource, input: Input<'_>, scr
             }
             (ColumnType::Bigint, Value::Number(n)) => match n.as_i64() {
                 Some(i) => {
-                    row.plain_fmt(format_args!("{i}"));
+                    row.int(i);
                     Ok(())
                 }
-                None => Err(CellError::Invalid(format!("expected bigint, found {n} (not a 64-bit integer)"))),
+                None => Err(CellError::Invalid(format!(
+                    "expected bigint, found {n} (not a 64-bit integer)"
+                ))),
             },
             (ColumnType::Double, Value::Number(n)) => {
                 let f = n.as_f64().filter(|f| f.is_finite());
                 match f {
                     Some(f) => {
-                        row.plain_fmt(format_args!("{f:?}"));
+                        row.float(f);
                         Ok(())
                     }
-                    None => Err(CellError::Invalid(format!("expected double, found {n} (out of range)"))),
+                    None => Err(CellError::Invalid(format!(
+                        "expected double, found {n} (out of range)"
+                    ))),
                 }
             }
             (ColumnType::Timestamp, Value::Number(n)) => {
@@ -284,10 +333,12 @@ fn write_cell(row: &mut RowWriter<'_>, col: &ColumnSource, input: Input<'_>, scr
                 };
                 match micros {
                     Some(m) => {
-                        row.plain_fmt(format_args!("{}", Timestamp::from_micros(m)));
+                        row.plain_bytes(&Timestamp::from_micros(m).to_iso_bytes());
                         Ok(())
                     }
-                    None => Err(CellError::Invalid(format!("expected timestamp, found {n} (out of range)"))),
+                    None => Err(CellError::Invalid(format!(
+                        "expected timestamp, found {n} (out of range)"
+                    ))),
                 }
             }
             (_, v) => Err(wrong(kind(v))),
@@ -296,7 +347,12 @@ fn write_cell(row: &mut RowWriter<'_>, col: &ColumnSource, input: Input<'_>, scr
 }
 
 /// A string into a column; `Err(None)` means "wrong type" for the caller to word.
-fn write_str(row: &mut RowWriter<'_>, ty: ColumnType, s: &str, _scratch: &mut String) -> Result<(), Option<CellError>> {
+fn write_str(
+    row: &mut RowWriter<'_>,
+    ty: ColumnType,
+    s: &str,
+    _scratch: &mut String,
+) -> Result<(), Option<CellError>> {
     let invalid = |what: &str| Some(CellError::Invalid(format!("expected {ty}, found {s:?} ({what})")));
     match ty {
         ColumnType::Text => {
@@ -308,11 +364,11 @@ fn write_str(row: &mut RowWriter<'_>, ty: ColumnType, s: &str, _scratch: &mut St
             row.text(s);
         }
         ColumnType::Bigint => match s.parse::<i64>() {
-            Ok(i) => row.plain_fmt(format_args!("{i}")),
+            Ok(i) => row.int(i),
             Err(_) => return Err(invalid("not a 64-bit integer")),
         },
         ColumnType::Double => match s.parse::<f64>() {
-            Ok(f) if f.is_finite() => row.plain_fmt(format_args!("{f:?}")),
+            Ok(f) if f.is_finite() => row.float(f),
             _ => return Err(invalid("not a finite number")),
         },
         ColumnType::Boolean => match s {
@@ -321,7 +377,7 @@ fn write_str(row: &mut RowWriter<'_>, ty: ColumnType, s: &str, _scratch: &mut St
             _ => return Err(invalid("not true or false")),
         },
         ColumnType::Timestamp => match Timestamp::parse_rfc3339(s) {
-            Ok(t) => row.plain_fmt(format_args!("{t}")),
+            Ok(t) => row.plain_bytes(&t.to_iso_bytes()),
             Err(_) => return Err(invalid("not RFC 3339")),
         },
         ColumnType::Date => {

@@ -48,11 +48,19 @@ pub struct PortError {
 
 impl PortError {
     pub fn transient(service: &'static str, message: impl Into<String>) -> Self {
-        PortError { service, message: message.into(), retryable: true }
+        PortError {
+            service,
+            message: message.into(),
+            retryable: true,
+        }
     }
 
     pub fn permanent(service: &'static str, message: impl Into<String>) -> Self {
-        PortError { service, message: message.into(), retryable: false }
+        PortError {
+            service,
+            message: message.into(),
+            retryable: false,
+        }
     }
 }
 
@@ -162,7 +170,12 @@ pub trait ObjectStore: Send + Sync {
         metadata: &BatchMetadata,
     ) -> impl Future<Output = Result<(), PortError>> + Send;
     /// Writes any other object (rejected events).
-    fn put(&self, key: &str, body: Vec<u8>, content_type: &str) -> impl Future<Output = Result<(), PortError>> + Send;
+    fn put(
+        &self,
+        key: &str,
+        body: Vec<u8>,
+        content_type: &str,
+    ) -> impl Future<Output = Result<(), PortError>> + Send;
     /// Reads an object; `Ok(None)` when there is no such key.
     fn get(&self, key: &str) -> impl Future<Output = Result<Option<StoredObject>, PortError>> + Send;
 }
@@ -183,13 +196,25 @@ pub struct Message {
 
 /// The queue of object notifications, with its dead-letter queue.
 pub trait Queue: Send + Sync {
-    fn receive(&self, max: usize, wait: Duration) -> impl Future<Output = Result<Vec<Message>, PortError>> + Send;
+    fn receive(
+        &self,
+        max: usize,
+        wait: Duration,
+    ) -> impl Future<Output = Result<Vec<Message>, PortError>> + Send;
     /// Deletes the message: it is done.
     fn ack(&self, message: &Message) -> impl Future<Output = Result<(), PortError>> + Send;
     /// Makes the message visible again after `delay` (a retry with backoff).
-    fn retry_after(&self, message: &Message, delay: Duration) -> impl Future<Output = Result<(), PortError>> + Send;
+    fn retry_after(
+        &self,
+        message: &Message,
+        delay: Duration,
+    ) -> impl Future<Output = Result<(), PortError>> + Send;
     /// Moves the message to the dead-letter queue with a reason, and deletes it here.
-    fn dead_letter(&self, message: &Message, reason: &str) -> impl Future<Output = Result<(), PortError>> + Send;
+    fn dead_letter(
+        &self,
+        message: &Message,
+        reason: &str,
+    ) -> impl Future<Output = Result<(), PortError>> + Send;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -220,10 +245,14 @@ pub trait Warehouse: Send + Sync {
     /// Creates or alters what the catalog needs (the manifest, the tables); run at start.
     fn migrate(&self, catalog: &Catalog) -> impl Future<Output = Result<(), WarehouseError>> + Send;
     /// Whether the manifest holds this key with this checksum.
-    fn is_loaded(&self, key: &str, sha256: &str) -> impl Future<Output = Result<bool, WarehouseError>> + Send;
+    fn is_loaded(&self, key: &str, sha256: &str)
+    -> impl Future<Output = Result<bool, WarehouseError>> + Send;
     /// In one transaction: check the manifest, insert the rows not already present by
     /// (`_event_id`, `_row_index`) (upsert by key for dimension tables), write the manifest row.
-    fn load(&self, request: LoadRequest<'_>) -> impl Future<Output = Result<LoadOutcome, WarehouseError>> + Send;
+    fn load(
+        &self,
+        request: LoadRequest<'_>,
+    ) -> impl Future<Output = Result<LoadOutcome, WarehouseError>> + Send;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -271,7 +300,11 @@ pub trait LeaseStore: Send + Sync {
     /// Renews a held lease: counter + 1.
     fn renew(&self, lease: &Lease) -> impl Future<Output = Result<Lease, LeaseError>> + Send;
     /// Stores a checkpoint on a held lease (fails if the lease was lost).
-    fn checkpoint(&self, lease: &Lease, checkpoint: &Checkpoint) -> impl Future<Output = Result<Lease, LeaseError>> + Send;
+    fn checkpoint(
+        &self,
+        lease: &Lease,
+        checkpoint: &Checkpoint,
+    ) -> impl Future<Output = Result<Lease, LeaseError>> + Send;
     /// Gives a held lease up (owner cleared), e.g. at shutdown.
     fn release(&self, lease: &Lease) -> impl Future<Output = Result<(), LeaseError>> + Send;
 }
@@ -284,20 +317,53 @@ pub trait LeaseStore: Send + Sync {
 #[derive(Debug, Clone, Copy)]
 pub enum Observation<'a> {
     /// The producer made events durable in the stream.
-    EventsAccepted { count: usize },
+    EventsAccepted {
+        count: usize,
+    },
     /// The producer gave up on events (the client is told; nothing was acknowledged).
-    EventsFailed { count: usize },
+    EventsFailed {
+        count: usize,
+    },
     /// The producer put an aggregate: user bytes against the record's size.
-    AggregatePut { user_records: usize, user_bytes: usize, record_bytes: usize },
-    RecordsRead { shard: &'a ShardId, records: usize, millis_behind_latest: Option<u64> },
+    AggregatePut {
+        user_records: usize,
+        user_bytes: usize,
+        record_bytes: usize,
+    },
+    RecordsRead {
+        shard: &'a ShardId,
+        records: usize,
+        millis_behind_latest: Option<u64>,
+    },
     /// An event that could not be mapped went to `rejected/`.
-    EventRejected { shard: &'a ShardId, reason: &'a str },
-    BatchFlushed { table: &'a str, rows: u64, bytes: usize, age: Duration, reason: &'a str },
-    BatchWritten { key: &'a str },
-    Checkpointed { shard: &'a ShardId, position: &'a Checkpoint, pending_records: usize },
-    BufferBytes { allocated: usize },
-    LeaseTaken { shard: &'a ShardId },
-    LeaseLost { shard: &'a ShardId },
+    EventRejected {
+        shard: &'a ShardId,
+        reason: &'a str,
+    },
+    BatchFlushed {
+        table: &'a str,
+        rows: u64,
+        bytes: usize,
+        age: Duration,
+        reason: &'a str,
+    },
+    BatchWritten {
+        key: &'a str,
+    },
+    Checkpointed {
+        shard: &'a ShardId,
+        position: &'a Checkpoint,
+        pending_records: usize,
+    },
+    BufferBytes {
+        allocated: usize,
+    },
+    LeaseTaken {
+        shard: &'a ShardId,
+    },
+    LeaseLost {
+        shard: &'a ShardId,
+    },
     /// The importer loaded a batch (`inserted` new rows) or found it loaded already.
     Loaded {
         table: &'a str,
@@ -308,11 +374,25 @@ pub enum Observation<'a> {
         min_received_at: Timestamp,
         max_received_at: Timestamp,
     },
-    LoadSkipped { key: &'a str, reason: &'a str },
-    LoadRetry { key: &'a str, attempt: u32, error: &'a str, transient: bool },
-    DeadLettered { key: &'a str, reason: &'a str },
+    LoadSkipped {
+        key: &'a str,
+        reason: &'a str,
+    },
+    LoadRetry {
+        key: &'a str,
+        attempt: u32,
+        error: &'a str,
+        transient: bool,
+    },
+    DeadLettered {
+        key: &'a str,
+        reason: &'a str,
+    },
     /// A port call failed and will be retried.
-    PortRetry { service: &'static str, error: &'a str },
+    PortRetry {
+        service: &'static str,
+        error: &'a str,
+    },
 }
 
 /// Receives [`Observation`]s.

@@ -76,7 +76,10 @@ impl From<SequenceNumber> for String {
 
 impl Ord for SequenceNumber {
     fn cmp(&self, other: &Self) -> Ordering {
-        self.0.len().cmp(&other.0.len()).then_with(|| self.0.cmp(&other.0))
+        self.0
+            .len()
+            .cmp(&other.0.len())
+            .then_with(|| self.0.cmp(&other.0))
     }
 }
 
@@ -127,7 +130,8 @@ mod tests {
         let small = SequenceNumber::parse("99").unwrap();
         let big = SequenceNumber::parse("100").unwrap();
         assert!(small < big);
-        let kinesis = SequenceNumber::parse("49590338271490256608559692538361571095921575989136588898").unwrap();
+        let kinesis =
+            SequenceNumber::parse("49590338271490256608559692538361571095921575989136588898").unwrap();
         assert!(big < kinesis);
     }
 

@@ -5,14 +5,20 @@ use microbatch_core::csv::parse_rows;
 use microbatch_core::mapping::{Lineage, MappedRows, Mapper, Rejection};
 use microbatch_core::position::{Position, SequenceNumber, ShardId};
 
-fn map(event_type: &str, payload: &str) -> Result<Vec<(String, Vec<Option<String>>)>, Rejection> {
+/// Each row as (table, fields).
+type TableRows = Vec<(String, Vec<Option<String>>)>;
+
+fn map(event_type: &str, payload: &str) -> Result<TableRows, Rejection> {
     let catalog = example_catalog();
     let shard = ShardId::new("shardId-000000000001");
     let pos = Position::new(SequenceNumber::from_u128(4711), 2);
     let mut out = MappedRows::default();
     let result = Mapper::new(&catalog).map(
         &envelope("evt-1", event_type, payload),
-        Lineage { shard: &shard, position: &pos },
+        Lineage {
+            shard: &shard,
+            position: &pos,
+        },
         &mut out,
     );
     if let Err(e) = result {
@@ -41,7 +47,14 @@ const ORDER: &str = r#"{"order_id":"o-1","customer_id":"c-9","currency":"EUR","t
 fn an_order_becomes_one_order_row_and_a_row_per_line_item_with_lineage() {
     let rows = map("order_placed", ORDER).unwrap();
     let lineage = |i: &str| {
-        vec![s("evt-1"), s(i), s("2024-05-01T12:00:00.250000Z"), s("shardId-000000000001"), s("4711"), s("2")]
+        vec![
+            s("evt-1"),
+            s(i),
+            s("2024-05-01T12:00:00.250000Z"),
+            s("shardId-000000000001"),
+            s("4711"),
+            s("2"),
+        ]
     };
     let mut order = lineage("0");
     order.extend([
@@ -59,14 +72,25 @@ fn an_order_becomes_one_order_row_and_a_row_per_line_item_with_lineage() {
     item1.extend([s("o-1"), s("B"), s("1"), None]);
     assert_eq!(
         rows,
-        vec![("orders".into(), order), ("order_items".into(), item0), ("order_items".into(), item1)]
+        vec![
+            ("orders".into(), order),
+            ("order_items".into(), item0),
+            ("order_items".into(), item1)
+        ]
     );
 }
 
 #[test]
 fn an_empty_or_absent_array_explodes_to_no_rows() {
-    let rows = map("order_placed", r#"{"order_id":"o","customer_id":"c","currency":"EUR","total":1,"items":[]}"#).unwrap();
-    assert_eq!(rows.iter().map(|(t, _)| t.as_str()).collect::<Vec<_>>(), ["orders"]);
+    let rows = map(
+        "order_placed",
+        r#"{"order_id":"o","customer_id":"c","currency":"EUR","total":1,"items":[]}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        rows.iter().map(|(t, _)| t.as_str()).collect::<Vec<_>>(),
+        ["orders"]
+    );
 }
 
 #[test]
@@ -77,7 +101,18 @@ fn webhook_shapes_map_epoch_seconds_and_nested_pointers() {
             "data":{"object":{"id":"ch_1","amount":1999,"currency":"usd","customer":null}}}"#,
     )
     .unwrap();
-    assert_eq!(rows[0].1[6..], [s("evt_1"), s("ch_1"), s("1999"), s("usd"), None, None, s("2024-05-01T12:00:00.000000Z")]);
+    assert_eq!(
+        rows[0].1[6..],
+        [
+            s("evt_1"),
+            s("ch_1"),
+            s("1999"),
+            s("usd"),
+            None,
+            None,
+            s("2024-05-01T12:00:00.000000Z")
+        ]
+    );
 }
 
 #[test]
@@ -134,15 +169,29 @@ fn rejections_name_what_was_wrong() {
 #[test]
 fn explode_of_a_non_array_without_schema_is_rejected() {
     // code_commits explodes /commits; the push schema does not constrain it.
-    let err = map("push", r#"{"ref":"main","repository":{"full_name":"o/r"},"commits":"x"}"#).unwrap_err();
-    assert_eq!(err.to_string(), r#"table "code_commits": /commits is not an array to explode"#);
+    let err = map(
+        "push",
+        r#"{"ref":"main","repository":{"full_name":"o/r"},"commits":"x"}"#,
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        r#"table "code_commits": /commits is not an array to explode"#
+    );
 }
 
 #[test]
 fn envelope_fields_and_dates_map() {
-    let rows = map("user_signed_up", r#"{"user_id":"u","email":"u@example.com","plan":""}"#).unwrap();
+    let rows = map(
+        "user_signed_up",
+        r#"{"user_id":"u","email":"u@example.com","plan":""}"#,
+    )
+    .unwrap();
     let signups = &rows.iter().find(|(t, _)| t == "signups").unwrap().1;
-    assert_eq!(signups[6..], [s("u"), s("u@example.com"), s(""), None, s("2024-05-01")]);
+    assert_eq!(
+        signups[6..],
+        [s("u"), s("u@example.com"), s(""), None, s("2024-05-01")]
+    );
     let carts = map("cart_item_added", r#"{"session_id":"s","sku":"k"}"#).unwrap();
     assert_eq!(carts[0].1[9], s("cart_item_added"));
 }

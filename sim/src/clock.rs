@@ -42,7 +42,9 @@ impl VirtualClock {
     /// Moves to the earliest pending deadline and wakes everything due; false if none is pending.
     pub fn advance(&self) -> bool {
         let mut s = self.state.lock().expect("clock lock");
-        let Some(Reverse((deadline, _))) = s.timers.peek().copied() else { return false };
+        let Some(Reverse((deadline, _))) = s.timers.peek().copied() else {
+            return false;
+        };
         s.now = s.now.max(deadline);
         let now = s.now;
         let mut due = Vec::new();
@@ -54,7 +56,9 @@ impl VirtualClock {
             due.push(id);
         }
         let wakers: Vec<Waker> = {
-            let (wake, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut s.wakers).into_iter().partition(|(id, _)| due.contains(id));
+            let (wake, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut s.wakers)
+                .into_iter()
+                .partition(|(id, _)| due.contains(id));
             s.wakers = keep;
             wake.into_iter().map(|(_, w)| w).collect()
         };
@@ -105,7 +109,11 @@ impl Clock for VirtualClock {
     }
 
     fn sleep_until(&self, deadline: Timestamp) -> impl Future<Output = ()> + Send {
-        Sleep { clock: self.clone(), deadline, registered: None }
+        Sleep {
+            clock: self.clone(),
+            deadline,
+            registered: None,
+        }
     }
 }
 
@@ -117,7 +125,9 @@ pub struct SeededEntropy {
 
 impl SeededEntropy {
     pub fn new(seed: u64) -> Self {
-        SeededEntropy { state: Mutex::new(seed) }
+        SeededEntropy {
+            state: Mutex::new(seed),
+        }
     }
 
     pub fn next_u64(&self) -> u64 {
@@ -174,7 +184,10 @@ pub fn run_until<'a>(
     limit: Timestamp,
     mut done: impl FnMut() -> bool,
 ) -> Result<(), RunError> {
-    let flags: Vec<Arc<Flag>> = tasks.iter().map(|_| Arc::new(Flag(AtomicBool::new(true)))).collect();
+    let flags: Vec<Arc<Flag>> = tasks
+        .iter()
+        .map(|_| Arc::new(Flag(AtomicBool::new(true))))
+        .collect();
     let mut finished = vec![false; tasks.len()];
     loop {
         let mut polled = true;

@@ -21,7 +21,11 @@ fn catalog() -> Catalog {
         ("shop.toml", include_str!("../../examples/catalog/shop.toml")),
         ("web.toml", include_str!("../../examples/catalog/web.toml")),
     ];
-    Catalog::load(files.map(|(n, t)| Source { name: n.into(), text: t.into() })).unwrap()
+    Catalog::load(files.map(|(n, t)| Source {
+        name: n.into(),
+        text: t.into(),
+    }))
+    .unwrap()
 }
 
 fn order(i: usize, now: Timestamp) -> Envelope {
@@ -52,11 +56,25 @@ fn every_accepted_event_lands_exactly_once() {
     let catalog = catalog();
     let observer = NoObserver;
 
-    let (producer, handle) =
-        block_on(Producer::start(&stream, &clock, &entropy, &observer, ProducerConfig::default())).unwrap();
-    let consumer =
-        Consumer::new(&stream, &store, &leases, &clock, &entropy, &observer, &catalog, ConsumerConfig::default())
-            .unwrap();
+    let (producer, handle) = block_on(Producer::start(
+        &stream,
+        &clock,
+        &entropy,
+        &observer,
+        ProducerConfig::default(),
+    ))
+    .unwrap();
+    let consumer = Consumer::new(
+        &stream,
+        &store,
+        &leases,
+        &clock,
+        &entropy,
+        &observer,
+        &catalog,
+        ConsumerConfig::default(),
+    )
+    .unwrap();
     let importer = block_on(Importer::start(
         &*queue,
         &store,
@@ -89,13 +107,27 @@ fn every_accepted_event_lands_exactly_once() {
     let tasks: Vec<Task<'_>> = vec![
         Box::pin(client),
         Box::pin(async {
-            producer.run(async { stop_producer.await.ok(); }).await;
+            producer
+                .run(async {
+                    stop_producer.await.ok();
+                })
+                .await;
         }),
         Box::pin(async {
-            consumer.run(async { stop_consumer.await.ok(); }).await.unwrap();
+            consumer
+                .run(async {
+                    stop_consumer.await.ok();
+                })
+                .await
+                .unwrap();
         }),
         Box::pin(async {
-            importer.run(async { stop_importer.await.ok(); }).await.unwrap();
+            importer
+                .run(async {
+                    stop_importer.await.ok();
+                })
+                .await
+                .unwrap();
         }),
     ];
     let limit = t0.saturating_add(Duration::from_secs(600));
@@ -106,7 +138,11 @@ fn every_accepted_event_lands_exactly_once() {
 
     let orders = warehouse.rows("orders");
     assert_eq!(orders.len(), EVENTS, "one order row per accepted event");
-    assert_eq!(warehouse.rows("order_items").len(), 2 * EVENTS, "two line items each");
+    assert_eq!(
+        warehouse.rows("order_items").len(),
+        2 * EVENTS,
+        "two line items each"
+    );
     let mut ids: Vec<String> = orders.iter().map(|r| r[0].clone().unwrap()).collect();
     ids.sort();
     ids.dedup();

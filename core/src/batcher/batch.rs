@@ -47,7 +47,14 @@ impl Batch {
 
     /// The deterministic object key (see [`object_key`]).
     pub fn key(&self, compression: Compression) -> String {
-        object_key(&self.table, self.first_received_at, &self.shard, &self.first, &self.last, compression)
+        object_key(
+            &self.table,
+            self.first_received_at,
+            &self.shard,
+            &self.first,
+            &self.last,
+            compression,
+        )
     }
 
     pub fn metadata(&self, compression: Compression) -> BatchMetadata {

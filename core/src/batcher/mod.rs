@@ -67,7 +67,10 @@ impl Batcher {
         let tables = catalog
             .tables()
             .iter()
-            .map(|t| TableInfo { name: t.name.as_str().into(), columns: t.column_names().map(str::to_owned).collect() })
+            .map(|t| TableInfo {
+                name: t.name.as_str().into(),
+                columns: t.column_names().map(str::to_owned).collect(),
+            })
             .collect();
         Ok(Batcher {
             policy,
@@ -119,7 +122,9 @@ impl Batcher {
                 opened_at: now,
             };
             added.opened = true;
-            added.flushed.push(self.seal(table, shard.clone(), alone, FlushReason::Oversize));
+            added
+                .flushed
+                .push(self.seal(table, shard.clone(), alone, FlushReason::Oversize));
             return added;
         }
         // A row that would push its buffer past max_bytes closes the buffer first.
@@ -128,12 +133,17 @@ impl Batcher {
         {
             added.flushed.push(self.flush_key(&key, FlushReason::Bytes));
         }
-        let (cap, len) = self.buffers.get(&key).map_or((0, 0), |b| (b.data.capacity(), b.data.len()));
+        let (cap, len) = self
+            .buffers
+            .get(&key)
+            .map_or((0, 0), |b| (b.data.capacity(), b.data.len()));
         let new_cap = self.policy.grow_to(cap, len + row.len());
         let growth = new_cap - cap;
         // Make room under the budget, oldest buffers first, before allocating.
         while self.allocated + growth > self.policy.budget_bytes {
-            let Some(victim) = self.oldest_other_than(&key) else { break };
+            let Some(victim) = self.oldest_other_than(&key) else {
+                break;
+            };
             added.flushed.push(self.flush_key(&victim, FlushReason::Budget));
         }
         if self.allocated + growth > self.policy.budget_bytes && self.buffers.contains_key(&key) {
@@ -203,7 +213,10 @@ impl Batcher {
 
     /// When the oldest buffer falls due, if any is open: the driver sleeps until then.
     pub fn next_deadline(&self) -> Option<Timestamp> {
-        self.buffers.values().map(|b| b.opened_at.saturating_add(self.policy.max_age)).min()
+        self.buffers
+            .values()
+            .map(|b| b.opened_at.saturating_add(self.policy.max_age))
+            .min()
     }
 
     /// Cuts every buffer (shutdown).
@@ -233,7 +246,9 @@ impl Batcher {
     fn flush_where(&mut self, pick: impl Fn(&ShardId) -> bool) -> Vec<Batch> {
         let mut keys: Vec<_> = self.buffers.keys().filter(|(_, s)| pick(s)).cloned().collect();
         keys.sort();
-        keys.iter().map(|k| self.flush_key(k, FlushReason::Drain)).collect()
+        keys.iter()
+            .map(|k| self.flush_key(k, FlushReason::Drain))
+            .collect()
     }
 
     fn oldest_other_than(&self, key: &(TableId, ShardId)) -> Option<(TableId, ShardId)> {
@@ -241,14 +256,20 @@ impl Batcher {
             .iter()
             .filter(|(k, _)| *k != key)
             .min_by(|(ka, a), (kb, b)| {
-                (a.opened_at, std::cmp::Reverse(a.data.capacity()), *ka)
-                    .cmp(&(b.opened_at, std::cmp::Reverse(b.data.capacity()), *kb))
+                (a.opened_at, std::cmp::Reverse(a.data.capacity()), *ka).cmp(&(
+                    b.opened_at,
+                    std::cmp::Reverse(b.data.capacity()),
+                    *kb,
+                ))
             })
             .map(|(k, _)| k.clone())
     }
 
     fn flush_key(&mut self, key: &(TableId, ShardId), reason: FlushReason) -> Batch {
-        let buf = self.buffers.remove(key).expect("flush_key is called for open buffers only");
+        let buf = self
+            .buffers
+            .remove(key)
+            .expect("flush_key is called for open buffers only");
         self.allocated -= buf.data.capacity();
         self.seal(key.0, key.1.clone(), buf, reason)
     }

@@ -77,13 +77,22 @@ impl BatchPolicy {
             return Err(PolicyError::Zero("max_age"));
         }
         if self.budget_bytes < self.max_bytes {
-            return Err(PolicyError::BudgetBelowBuffer { budget: self.budget_bytes, max_bytes: self.max_bytes });
+            return Err(PolicyError::BudgetBelowBuffer {
+                budget: self.budget_bytes,
+                max_bytes: self.max_bytes,
+            });
         }
         Ok(())
     }
 
     /// Whether a buffer that now holds `rows` rows and `bytes` bytes, opened at `opened_at`, is due.
-    pub fn due(&self, rows: usize, bytes: usize, opened_at: Timestamp, now: Timestamp) -> Option<FlushReason> {
+    pub fn due(
+        &self,
+        rows: usize,
+        bytes: usize,
+        opened_at: Timestamp,
+        now: Timestamp,
+    ) -> Option<FlushReason> {
         if rows >= self.max_rows {
             Some(FlushReason::Rows)
         } else if bytes >= self.max_bytes {
@@ -101,7 +110,10 @@ impl BatchPolicy {
         if needed <= cap {
             return cap;
         }
-        cap.saturating_mul(2).max(needed).max(4096).min(self.max_bytes.max(needed))
+        cap.saturating_mul(2)
+            .max(needed)
+            .max(4096)
+            .min(self.max_bytes.max(needed))
     }
 }
 
@@ -111,27 +123,51 @@ mod tests {
 
     #[test]
     fn validation_names_the_bad_limit() {
-        let p = BatchPolicy { budget_bytes: 10, max_bytes: 20, ..BatchPolicy::default() };
-        assert_eq!(p.validate().unwrap_err().to_string(), "batch policy: budget_bytes (10) must be at least max_bytes (20)");
-        let p = BatchPolicy { max_age: Duration::ZERO, ..BatchPolicy::default() };
-        assert_eq!(p.validate().unwrap_err().to_string(), "batch policy: max_age must be greater than zero");
+        let p = BatchPolicy {
+            budget_bytes: 10,
+            max_bytes: 20,
+            ..BatchPolicy::default()
+        };
+        assert_eq!(
+            p.validate().unwrap_err().to_string(),
+            "batch policy: budget_bytes (10) must be at least max_bytes (20)"
+        );
+        let p = BatchPolicy {
+            max_age: Duration::ZERO,
+            ..BatchPolicy::default()
+        };
+        assert_eq!(
+            p.validate().unwrap_err().to_string(),
+            "batch policy: max_age must be greater than zero"
+        );
         assert_eq!(BatchPolicy::default().validate(), Ok(()));
     }
 
     #[test]
     fn due_checks_rows_then_bytes_then_age() {
-        let p = BatchPolicy { max_rows: 10, max_bytes: 100, max_age: Duration::from_secs(1), budget_bytes: 1000 };
+        let p = BatchPolicy {
+            max_rows: 10,
+            max_bytes: 100,
+            max_age: Duration::from_secs(1),
+            budget_bytes: 1000,
+        };
         let t0 = Timestamp::from_millis(0);
         assert_eq!(p.due(10, 0, t0, t0), Some(FlushReason::Rows));
         assert_eq!(p.due(1, 100, t0, t0), Some(FlushReason::Bytes));
         assert_eq!(p.due(1, 1, t0, Timestamp::from_millis(999)), None);
-        assert_eq!(p.due(1, 1, t0, Timestamp::from_millis(1000)), Some(FlushReason::Age));
+        assert_eq!(
+            p.due(1, 1, t0, Timestamp::from_millis(1000)),
+            Some(FlushReason::Age)
+        );
         assert_eq!(p.due(0, 0, t0, Timestamp::from_millis(5000)), None);
     }
 
     #[test]
     fn growth_doubles_up_to_the_buffer_limit() {
-        let p = BatchPolicy { max_bytes: 10_000, ..BatchPolicy::default() };
+        let p = BatchPolicy {
+            max_bytes: 10_000,
+            ..BatchPolicy::default()
+        };
         assert_eq!(p.grow_to(0, 10), 4096);
         assert_eq!(p.grow_to(4096, 4097), 8192);
         assert_eq!(p.grow_to(8192, 8193), 10_000);

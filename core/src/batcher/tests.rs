@@ -13,7 +13,11 @@ fn catalog(tables: usize) -> Catalog {
             "[[events]]\ntype = \"e{t}\"\n[[events.outputs]]\ntable = \"t{t}\"\ncolumns = [ {{ name = \"v\", type = \"text\", pointer = \"/v\" }} ]\n"
         ));
     }
-    Catalog::load([Source { name: "c.toml".into(), text }]).unwrap()
+    Catalog::load([Source {
+        name: "c.toml".into(),
+        text,
+    }])
+    .unwrap()
 }
 
 fn pos(seq: u128) -> Position {
@@ -21,7 +25,12 @@ fn pos(seq: u128) -> Position {
 }
 
 fn policy() -> BatchPolicy {
-    BatchPolicy { max_rows: 3, max_bytes: 100, max_age: Duration::from_secs(1), budget_bytes: 250 }
+    BatchPolicy {
+        max_rows: 3,
+        max_bytes: 100,
+        max_age: Duration::from_secs(1),
+        budget_bytes: 250,
+    }
 }
 
 #[test]
@@ -33,13 +42,25 @@ fn cuts_on_rows_and_reports_the_descriptor() {
     let a = b.add(TableId(0), &shard, &pos(10), t0, b"a\n", t0);
     assert!(a.opened && a.flushed.is_empty());
     assert!(!b.add(TableId(0), &shard, &pos(11), t0, b"b\n", t0).opened);
-    let out = b.add(TableId(0), &shard, &pos(12), Timestamp::from_millis(1_714_564_800_500), b"c\n", t0).flushed;
+    let out = b
+        .add(
+            TableId(0),
+            &shard,
+            &pos(12),
+            Timestamp::from_millis(1_714_564_800_500),
+            b"c\n",
+            t0,
+        )
+        .flushed;
     assert_eq!(out.len(), 1);
     let batch = &out[0];
     assert_eq!(batch.reason, FlushReason::Rows);
     assert_eq!((batch.rows, &batch.data[..]), (3, &b"a\nb\nc\n"[..]));
     assert_eq!((batch.first.clone(), batch.last.clone()), (pos(10), pos(12)));
-    assert_eq!(batch.key(crate::batch::Compression::None), "loads/t0/2024/05/01/12/s1-10-12.csv");
+    assert_eq!(
+        batch.key(crate::batch::Compression::None),
+        "loads/t0/2024/05/01/12/s1-10-12.csv"
+    );
     let meta = batch.metadata(crate::batch::Compression::None);
     assert_eq!(meta.columns[0], "_event_id");
     assert_eq!(meta.max_received_at, Timestamp::from_millis(1_714_564_800_500));
@@ -53,7 +74,10 @@ fn checksum_is_sha256_of_the_bytes() {
     let t0 = Timestamp::from_millis(0);
     b.add(TableId(0), &ShardId::new("s"), &pos(1), t0, b"abc", t0);
     let batch = b.flush_all().remove(0);
-    assert_eq!(batch.sha256, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    assert_eq!(
+        batch.sha256,
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    );
 }
 
 #[test]
@@ -61,12 +85,29 @@ fn cuts_on_age_at_tick_and_tells_the_next_deadline() {
     let c = catalog(2);
     let mut b = Batcher::new(policy(), &c).unwrap();
     let s = ShardId::new("s");
-    b.add(TableId(0), &s, &pos(1), Timestamp::from_millis(0), b"x\n", Timestamp::from_millis(0));
-    b.add(TableId(1), &s, &pos(2), Timestamp::from_millis(0), b"y\n", Timestamp::from_millis(400));
+    b.add(
+        TableId(0),
+        &s,
+        &pos(1),
+        Timestamp::from_millis(0),
+        b"x\n",
+        Timestamp::from_millis(0),
+    );
+    b.add(
+        TableId(1),
+        &s,
+        &pos(2),
+        Timestamp::from_millis(0),
+        b"y\n",
+        Timestamp::from_millis(400),
+    );
     assert_eq!(b.next_deadline(), Some(Timestamp::from_millis(1000)));
     assert!(b.tick(Timestamp::from_millis(999)).is_empty());
     let out = b.tick(Timestamp::from_millis(1000));
-    assert_eq!(out.iter().map(|b| (b.table_id, b.reason)).collect::<Vec<_>>(), [(TableId(0), FlushReason::Age)]);
+    assert_eq!(
+        out.iter().map(|b| (b.table_id, b.reason)).collect::<Vec<_>>(),
+        [(TableId(0), FlushReason::Age)]
+    );
     assert_eq!(b.next_deadline(), Some(Timestamp::from_millis(1400)));
 }
 
@@ -106,7 +147,10 @@ fn the_budget_flushes_the_oldest_buffer_first() {
             assert!(out.flushed.is_empty());
         } else {
             assert_eq!(out.flushed.len(), 1);
-            assert_eq!((out.flushed[0].table_id, out.flushed[0].reason), (TableId(0), FlushReason::Budget));
+            assert_eq!(
+                (out.flushed[0].table_id, out.flushed[0].reason),
+                (TableId(0), FlushReason::Budget)
+            );
         }
         assert!(b.allocated_bytes() <= 250);
     }

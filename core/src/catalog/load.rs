@@ -13,8 +13,8 @@ use sha2::{Digest, Sha256};
 use super::ident;
 use super::pointer::Pointer;
 use super::{
-    Catalog, Column, ColumnSource, ColumnType, EnvelopeField, Epoch, EventType, LINEAGE_COLUMNS, Mode, Output,
-    Table, TableId, ValueSource,
+    Catalog, Column, ColumnSource, ColumnType, EnvelopeField, Epoch, EventType, LINEAGE_COLUMNS, Mode,
+    Output, Table, TableId, ValueSource,
 };
 
 /// One catalog file: its name (for messages) and its TOML text.
@@ -70,7 +70,11 @@ pub enum CatalogErrorKind {
     #[error("key column {0:?} must not be nullable")]
     NullableKeyColumn(String),
     #[error("table is declared differently by event type {other:?} in {other_file}: {difference}")]
-    TableConflict { other: String, other_file: String, difference: String },
+    TableConflict {
+        other: String,
+        other_file: String,
+        difference: String,
+    },
 }
 
 /// One error, located.
@@ -190,6 +194,9 @@ impl Ctx<'_> {
     }
 }
 
+/// An event type parsed but not yet linked to table ids: name, file, schema, outputs by table name.
+type PendingEvent = (String, String, Option<jsonschema::Validator>, Vec<(String, Output)>);
+
 /// The first declaration of a table, against which later ones are compared.
 struct Declared {
     table: Table,
@@ -207,7 +214,7 @@ impl Catalog {
         let mut errors = Vec::new();
         let mut hasher = Sha256::new();
         let mut declared: BTreeMap<String, Declared> = BTreeMap::new();
-        let mut pending: Vec<(String, String, Option<jsonschema::Validator>, Vec<(String, Output)>)> = Vec::new();
+        let mut pending: Vec<PendingEvent> = Vec::new();
         let mut seen_events: HashMap<String, String> = HashMap::new();
 
         for source in &sources {
@@ -215,7 +222,11 @@ impl Catalog {
             hasher.update(source.name.as_bytes());
             hasher.update((source.text.len() as u64).to_le_bytes());
             hasher.update(source.text.as_bytes());
-            let file_ctx = Ctx { file: &source.name, event: None, table: None };
+            let file_ctx = Ctx {
+                file: &source.name,
+                event: None,
+                table: None,
+            };
             let doc: FileDoc = match toml::from_str(&source.text) {
                 Ok(doc) => doc,
                 Err(e) => {
@@ -224,7 +235,11 @@ impl Catalog {
                 }
             };
             for event in doc.events {
-                let ctx = Ctx { file: &source.name, event: Some(&event.name), table: None };
+                let ctx = Ctx {
+                    file: &source.name,
+                    event: Some(&event.name),
+                    table: None,
+                };
                 if !valid_event_type_name(&event.name) {
                     errors.push(ctx.err(None, CatalogErrorKind::EventTypeName(event.name.clone())));
                     continue;
@@ -247,7 +262,11 @@ impl Catalog {
                 let mut outputs = Vec::new();
                 for out in event.outputs {
                     let table_name = out.table.clone();
-                    let ctx = Ctx { file: &source.name, event: Some(&event.name), table: Some(&table_name) };
+                    let ctx = Ctx {
+                        file: &source.name,
+                        event: Some(&event.name),
+                        table: Some(&table_name),
+                    };
                     match parse_output(&ctx, out) {
                         Ok((table, output)) => {
                             match declared.get(&table.name) {
@@ -313,16 +332,31 @@ impl Catalog {
                     output
                 })
                 .collect();
-            events.insert(name.clone(), EventType { name, file, schema, outputs });
+            events.insert(
+                name.clone(),
+                EventType {
+                    name,
+                    file,
+                    schema,
+                    outputs,
+                },
+            );
         }
         let version = hex::encode(&hasher.finalize()[..8]);
-        Ok(Catalog { version, tables, table_ids, events })
+        Ok(Catalog {
+            version,
+            tables,
+            table_ids,
+            events,
+        })
     }
 }
 
 fn valid_event_type_name(name: &str) -> bool {
     (1..=128).contains(&name.len())
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 fn compile_schema(doc: SchemaDoc) -> Result<jsonschema::Validator, CatalogErrorKind> {
@@ -330,7 +364,9 @@ fn compile_schema(doc: SchemaDoc) -> Result<jsonschema::Validator, CatalogErrorK
         SchemaDoc::Json(text) => {
             serde_json::from_str(&text).map_err(|e| CatalogErrorKind::Schema(format!("not JSON: {e}")))?
         }
-        SchemaDoc::Table(t) => serde_json::to_value(t).map_err(|e| CatalogErrorKind::Schema(e.to_string()))?,
+        SchemaDoc::Table(t) => {
+            serde_json::to_value(t).map_err(|e| CatalogErrorKind::Schema(e.to_string()))?
+        }
     };
     jsonschema::validator_for(&value).map_err(|e| CatalogErrorKind::Schema(e.to_string()))
 }
@@ -399,7 +435,15 @@ fn parse_output(ctx: &Ctx<'_>, out: OutputDoc) -> Result<(Table, Output), Vec<Ca
                 continue;
             }
         };
-        columns.push(ColumnSource { column: Column { name: c.name, ty, nullable: c.nullable }, source, epoch });
+        columns.push(ColumnSource {
+            column: Column {
+                name: c.name,
+                ty,
+                nullable: c.nullable,
+            },
+            source,
+            epoch,
+        });
     }
     let mode = match (out.mode.as_deref().unwrap_or("append"), out.key.is_empty()) {
         ("append", true) => Some(Mode::Append),
@@ -435,12 +479,23 @@ fn parse_output(ctx: &Ctx<'_>, out: OutputDoc) -> Result<(Table, Output), Vec<Ca
         name: out.table,
         columns: LINEAGE_COLUMNS
             .iter()
-            .map(|(n, ty)| Column { name: (*n).to_owned(), ty: *ty, nullable: false })
+            .map(|(n, ty)| Column {
+                name: (*n).to_owned(),
+                ty: *ty,
+                nullable: false,
+            })
             .chain(columns.iter().map(|c| c.column.clone()))
             .collect(),
         mode: mode.expect("mode is set when there are no errors"),
     };
-    Ok((table, Output { table: TableId(u32::MAX), explode, columns }))
+    Ok((
+        table,
+        Output {
+            table: TableId(u32::MAX),
+            explode,
+            columns,
+        },
+    ))
 }
 
 /// Why two declarations of one table differ, if they do: columns compare as a set (name, type,
@@ -455,7 +510,10 @@ fn table_difference(first: &Table, other: &Table) -> Option<String> {
         match a.get(name) {
             None => return Some(format!("column {name:?} is not in the first declaration")),
             Some(first_col) if first_col.ty != col.ty => {
-                return Some(format!("column {name:?} is {} there but {} here", first_col.ty, col.ty));
+                return Some(format!(
+                    "column {name:?} is {} there but {} here",
+                    first_col.ty, col.ty
+                ));
             }
             Some(first_col) if first_col.nullable != col.nullable => {
                 return Some(format!("column {name:?} differs in nullability"));
@@ -470,6 +528,11 @@ fn table_difference(first: &Table, other: &Table) -> Option<String> {
 
 /// Puts an output's columns in its table's order, so every row of a table has one layout.
 fn reorder_like(table: &Table, output: &mut Output) {
-    let order: HashMap<&str, usize> = table.data_columns().iter().enumerate().map(|(i, c)| (c.name.as_str(), i)).collect();
+    let order: HashMap<&str, usize> = table
+        .data_columns()
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.name.as_str(), i))
+        .collect();
     output.columns.sort_by_key(|c| order[c.column.name.as_str()]);
 }

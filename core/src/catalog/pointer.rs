@@ -24,7 +24,10 @@ pub enum PointerError {
 impl Pointer {
     pub fn parse(text: &str) -> Result<Self, PointerError> {
         if text.is_empty() {
-            return Ok(Pointer { text: String::new(), tokens: Vec::new() });
+            return Ok(Pointer {
+                text: String::new(),
+                tokens: Vec::new(),
+            });
         }
         let Some(rest) = text.strip_prefix('/') else {
             return Err(PointerError::NoLeadingSlash(text.to_owned()));
@@ -33,7 +36,10 @@ impl Pointer {
             .split('/')
             .map(|raw| unescape(raw).ok_or_else(|| PointerError::BadEscape(text.to_owned())))
             .collect::<Result<_, _>>()?;
-        Ok(Pointer { text: text.to_owned(), tokens })
+        Ok(Pointer {
+            text: text.to_owned(),
+            tokens,
+        })
     }
 
     pub fn as_str(&self) -> &str {

@@ -1,7 +1,10 @@
 use super::*;
 
 fn src(name: &str, text: &str) -> Source {
-    Source { name: name.into(), text: text.into() }
+    Source {
+        name: name.into(),
+        text: text.into(),
+    }
 }
 
 fn load(text: &str) -> Result<Catalog, CatalogErrors> {
@@ -9,7 +12,12 @@ fn load(text: &str) -> Result<Catalog, CatalogErrors> {
 }
 
 fn errors(text: &str) -> Vec<String> {
-    load(text).unwrap_err().0.iter().map(ToString::to_string).collect()
+    load(text)
+        .unwrap_err()
+        .0
+        .iter()
+        .map(ToString::to_string)
+        .collect()
 }
 
 const GOOD: &str = r#"
@@ -35,7 +43,16 @@ fn loads_a_valid_catalog() {
     let names: Vec<&str> = orders.column_names().collect();
     assert_eq!(
         names,
-        ["_event_id", "_row_index", "_received_at", "_shard", "_sequence", "_sub_sequence", "order_id", "total"]
+        [
+            "_event_id",
+            "_row_index",
+            "_received_at",
+            "_shard",
+            "_sequence",
+            "_sub_sequence",
+            "order_id",
+            "total"
+        ]
     );
     assert_eq!(orders.mode, Mode::Append);
     let ev = c.event_type("order_placed").unwrap();
@@ -49,12 +66,21 @@ fn the_example_catalog_loads() {
     let dir = [
         ("shop.toml", include_str!("../../../examples/catalog/shop.toml")),
         ("web.toml", include_str!("../../../examples/catalog/web.toml")),
-        ("payments.toml", include_str!("../../../examples/catalog/payments.toml")),
-        ("codehost.toml", include_str!("../../../examples/catalog/codehost.toml")),
+        (
+            "payments.toml",
+            include_str!("../../../examples/catalog/payments.toml"),
+        ),
+        (
+            "codehost.toml",
+            include_str!("../../../examples/catalog/codehost.toml"),
+        ),
     ];
     let c = Catalog::load(dir.map(|(n, t)| src(n, t))).unwrap();
     assert!(c.event_types().count() >= 10);
-    assert!(matches!(c.table(c.table_id("customers").unwrap()).mode, Mode::Upsert { .. }));
+    assert!(matches!(
+        c.table(c.table_id("customers").unwrap()).mode,
+        Mode::Upsert { .. }
+    ));
 }
 
 #[test]
@@ -66,9 +92,7 @@ fn version_changes_with_any_source_text() {
 }
 
 fn one_output(columns: &str, extra: &str) -> String {
-    format!(
-        "[[events]]\ntype = \"e\"\n[[events.outputs]]\ntable = \"t\"\n{extra}\ncolumns = [ {columns} ]\n"
-    )
+    format!("[[events]]\ntype = \"e\"\n[[events.outputs]]\ntable = \"t\"\n{extra}\ncolumns = [ {columns} ]\n")
 }
 
 #[test]
@@ -95,11 +119,17 @@ fn each_error_names_file_event_table_and_column() {
             r#"c.toml: event type "e", table "t", column "_event_id": column name collides with the lineage column of the same name"#,
         ),
         (
-            one_output(r#"{ name = "a", type = "text", pointer = "/a" }, { name = "a", type = "text", pointer = "/b" }"#, ""),
+            one_output(
+                r#"{ name = "a", type = "text", pointer = "/a" }, { name = "a", type = "text", pointer = "/b" }"#,
+                "",
+            ),
             r#"c.toml: event type "e", table "t", column "a": column is declared twice in the same output"#,
         ),
         (
-            one_output(r#"{ name = "a", type = "text", pointer = "/a", envelope = "id" }"#, ""),
+            one_output(
+                r#"{ name = "a", type = "text", pointer = "/a", envelope = "id" }"#,
+                "",
+            ),
             r#"c.toml: event type "e", table "t", column "a": column needs exactly one of `pointer`, `item` or `envelope`"#,
         ),
         (
@@ -111,35 +141,59 @@ fn each_error_names_file_event_table_and_column() {
             r#"c.toml: event type "e", table "t", column "a": unknown envelope field "ip" (expected one of id, type, source, received_at, occurred_at)"#,
         ),
         (
-            one_output(r#"{ name = "a", type = "text", pointer = "/a", epoch = "seconds" }"#, ""),
+            one_output(
+                r#"{ name = "a", type = "text", pointer = "/a", epoch = "seconds" }"#,
+                "",
+            ),
             r#"c.toml: event type "e", table "t", column "a": `epoch` is only allowed on timestamp columns"#,
         ),
         (
-            one_output(r#"{ name = "a", type = "timestamp", pointer = "/a", epoch = "days" }"#, ""),
+            one_output(
+                r#"{ name = "a", type = "timestamp", pointer = "/a", epoch = "days" }"#,
+                "",
+            ),
             r#"c.toml: event type "e", table "t", column "a": unknown epoch "days" (expected seconds or millis)"#,
         ),
         (
-            one_output(r#"{ name = "a", type = "text", pointer = "/a" }"#, "mode = \"upsert\""),
+            one_output(
+                r#"{ name = "a", type = "text", pointer = "/a" }"#,
+                "mode = \"upsert\"",
+            ),
             r#"c.toml: event type "e", table "t": upsert output needs a non-empty `key`"#,
         ),
         (
-            one_output(r#"{ name = "a", type = "text", pointer = "/a" }"#, "mode = \"upsert\"\nkey = [\"b\"]"),
+            one_output(
+                r#"{ name = "a", type = "text", pointer = "/a" }"#,
+                "mode = \"upsert\"\nkey = [\"b\"]",
+            ),
             r#"c.toml: event type "e", table "t", column "b": key column "b" is not a column of the output"#,
         ),
         (
-            one_output(r#"{ name = "a", type = "text", pointer = "/a" }"#, "mode = \"upsert\"\nkey = [\"a\"]"),
+            one_output(
+                r#"{ name = "a", type = "text", pointer = "/a" }"#,
+                "mode = \"upsert\"\nkey = [\"a\"]",
+            ),
             r#"c.toml: event type "e", table "t", column "a": key column "a" must not be nullable"#,
         ),
         (
-            one_output(r#"{ name = "a", type = "text", pointer = "/a" }"#, "key = [\"a\"]"),
+            one_output(
+                r#"{ name = "a", type = "text", pointer = "/a" }"#,
+                "key = [\"a\"]",
+            ),
             r#"c.toml: event type "e", table "t": `key` is only allowed with mode = "upsert""#,
         ),
         (
-            one_output(r#"{ name = "a", type = "text", pointer = "/a" }"#, "mode = \"merge\""),
+            one_output(
+                r#"{ name = "a", type = "text", pointer = "/a" }"#,
+                "mode = \"merge\"",
+            ),
             r#"c.toml: event type "e", table "t": unknown mode "merge" (expected append or upsert)"#,
         ),
         (
-            one_output(r#"{ name = "a", type = "text", pointer = "/a" }"#, "explode = \"items\""),
+            one_output(
+                r#"{ name = "a", type = "text", pointer = "/a" }"#,
+                "explode = \"items\"",
+            ),
             r#"c.toml: event type "e", table "t": JSON pointer "items" must be empty or start with '/'"#,
         ),
         (
@@ -173,18 +227,26 @@ fn each_error_names_file_event_table_and_column() {
 #[test]
 fn conflicting_table_declarations_name_both_event_types() {
     let a = one_output(r#"{ name = "a", type = "text", pointer = "/a" }"#, "");
-    let b = a.replace("\"e\"", "\"f\"").replace("type = \"text\"", "type = \"bigint\"");
+    let b = a
+        .replace("\"e\"", "\"f\"")
+        .replace("type = \"text\"", "type = \"bigint\"");
     let err = Catalog::load([src("a.toml", &a), src("b.toml", &b)]).unwrap_err();
     assert_eq!(
         err.0.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        [r#"b.toml: event type "f", table "t": table is declared differently by event type "e" in a.toml: column "a" is text there but bigint here"#]
+        [
+            r#"b.toml: event type "f", table "t": table is declared differently by event type "e" in a.toml: column "a" is text there but bigint here"#
+        ]
     );
     let missing = a.replace("\"e\"", "\"g\"").replace(
         r#"{ name = "a", type = "text", pointer = "/a" }"#,
         r#"{ name = "a", type = "text", pointer = "/a" }, { name = "b", type = "text", pointer = "/b" }"#,
     );
     let err = Catalog::load([src("a.toml", &a), src("c.toml", &missing)]).unwrap_err();
-    assert!(err.to_string().contains(r#"column "b" is not in the first declaration"#), "{err}");
+    assert!(
+        err.to_string()
+            .contains(r#"column "b" is not in the first declaration"#),
+        "{err}"
+    );
 }
 
 #[test]
@@ -200,17 +262,31 @@ fn same_table_in_another_column_order_is_fine_and_uses_the_first_order() {
     .replace("\"e\"", "\"f\"");
     let c = Catalog::load([src("b.toml", &b), src("a.toml", &a)]).unwrap();
     let f = c.event_type("f").unwrap();
-    let order: Vec<&str> = f.outputs[0].columns.iter().map(|c| c.column.name.as_str()).collect();
-    assert_eq!(order, ["a", "b"], "columns follow the table, declared first in a.toml");
+    let order: Vec<&str> = f.outputs[0]
+        .columns
+        .iter()
+        .map(|c| c.column.name.as_str())
+        .collect();
+    assert_eq!(
+        order,
+        ["a", "b"],
+        "columns follow the table, declared first in a.toml"
+    );
 }
 
 #[test]
 fn duplicate_event_types_and_empty_catalogs_are_errors() {
     let a = one_output(r#"{ name = "a", type = "text", pointer = "/a" }"#, "");
     let err = Catalog::load([src("a.toml", &a), src("b.toml", &a)]).unwrap_err();
-    assert_eq!(err.0[0].to_string(), r#"b.toml: event type "e": event type is declared twice (also in a.toml)"#);
+    assert_eq!(
+        err.0[0].to_string(),
+        r#"b.toml: event type "e": event type is declared twice (also in a.toml)"#
+    );
     let err = Catalog::load([]).unwrap_err();
-    assert_eq!(err.to_string(), "the catalog has 1 error(s):\n  (catalog): the catalog declares no event types");
+    assert_eq!(
+        err.to_string(),
+        "the catalog has 1 error(s):\n  (catalog): the catalog declares no event types"
+    );
 }
 
 #[test]

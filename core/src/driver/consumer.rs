@@ -27,8 +27,8 @@ use crate::kpl;
 use crate::lease::LeaseCoordinator;
 use crate::mapping::{Lineage, MappedRows, Mapper};
 use crate::ports::{
-    Checkpoint, Clock, Entropy, Lease, LeaseError, LeaseStore, ObjectStore, Observation, Observer, PortError, ReadFrom,
-    StreamReader,
+    Checkpoint, Clock, Entropy, Lease, LeaseError, LeaseStore, ObjectStore, Observation, Observer, PortError,
+    ReadFrom, StreamReader,
 };
 use crate::position::{Position, SequenceNumber, ShardId};
 use crate::time::Timestamp;
@@ -238,7 +238,10 @@ where
                 wake = wake.min(s.next_read);
             }
             if s.unsaved.is_some() {
-                wake = wake.min(s.last_checkpoint_write.saturating_add(self.config.checkpoint_every));
+                wake = wake.min(
+                    s.last_checkpoint_write
+                        .saturating_add(self.config.checkpoint_every),
+                );
             }
         }
         if let Some(d) = self.batcher.next_deadline() {
@@ -256,7 +259,11 @@ where
         }
         let due: Vec<ShardId> = {
             let now = self.clock.now();
-            self.shards.iter().filter(|(_, s)| !s.ended && s.next_read <= now).map(|(k, _)| k.clone()).collect()
+            self.shards
+                .iter()
+                .filter(|(_, s)| !s.ended && s.next_read <= now)
+                .map(|(k, _)| k.clone())
+                .collect()
         };
         for shard in due {
             progress.records += self.read_shard(&shard).await?;
@@ -266,7 +273,9 @@ where
         progress.batches_written += self.collect_written()?;
         self.finish_ended_shards().await?;
         self.save_checkpoints(false).await?;
-        self.observer.observe(Observation::BufferBytes { allocated: self.batcher.allocated_bytes() });
+        self.observer.observe(Observation::BufferBytes {
+            allocated: self.batcher.allocated_bytes(),
+        });
         Ok(progress)
     }
 
@@ -285,7 +294,12 @@ where
                 owner: None,
                 counter: 0,
                 checkpoint: Checkpoint::TrimHorizon,
-                parents: info.parent.iter().chain(info.adjacent_parent.iter()).cloned().collect(),
+                parents: info
+                    .parent
+                    .iter()
+                    .chain(info.adjacent_parent.iter())
+                    .cloned()
+                    .collect(),
             };
             match self.leases.create(&lease).await {
                 Ok(()) | Err(LeaseError::Conflict(_)) => {}
@@ -331,7 +345,8 @@ where
             Checkpoint::At(p) => (ReadFrom::At(p.seq.clone()), Some(p.clone()), Some(p.clone())),
             Checkpoint::ShardEnd => return,
         };
-        self.observer.observe(Observation::LeaseTaken { shard: &lease.shard });
+        self.observer
+            .observe(Observation::LeaseTaken { shard: &lease.shard });
         self.tracker.start(lease.shard.clone(), checkpointed);
         self.shards.insert(
             lease.shard.clone(),
@@ -357,12 +372,17 @@ where
     }
 
     async fn read_shard(&mut self, shard: &ShardId) -> Result<usize, ConsumerError> {
-        let Some(state) = self.shards.get(shard) else { return Ok(0) };
+        let Some(state) = self.shards.get(shard) else {
+            return Ok(0);
+        };
         let from = state.from.clone();
         let read = match self.reader.read(shard, &from, self.config.read_limit).await {
             Ok(r) => r,
             Err(e) if e.retryable => {
-                self.observer.observe(Observation::PortRetry { service: e.service, error: &e.message });
+                self.observer.observe(Observation::PortRetry {
+                    service: e.service,
+                    error: &e.message,
+                });
                 let now = self.clock.now();
                 if let Some(s) = self.shards.get_mut(shard) {
                     s.next_read = now.saturating_add(self.config.idle_poll);
@@ -378,7 +398,8 @@ where
         });
         let count = read.records.len();
         for record in &read.records {
-            self.process_record(shard, &record.seq, &record.partition_key, &record.data).await?;
+            self.process_record(shard, &record.seq, &record.partition_key, &record.data)
+                .await?;
             if !self.shards.contains_key(shard) {
                 return Ok(count);
             }
@@ -392,7 +413,11 @@ where
                 s.ended = true;
             }
             let caught_up = count < self.config.read_limit;
-            s.next_read = if caught_up { now.saturating_add(self.config.idle_poll) } else { now };
+            s.next_read = if caught_up {
+                now.saturating_add(self.config.idle_poll)
+            } else {
+                now
+            };
         }
         if read.end_of_shard {
             let batches = self.batcher.flush_shard(shard);
@@ -431,20 +456,31 @@ where
             let envelope = match Envelope::decode(&user.data) {
                 Ok(env) => env,
                 Err(e) => {
-                    self.reject(shard, &position, &e.to_string(), None, Some(&user.data)).await?;
+                    self.reject(shard, &position, &e.to_string(), None, Some(&user.data))
+                        .await?;
                     continue;
                 }
             };
             let mapper = Mapper::new(self.catalog);
-            if let Err(rejection) = mapper.map(&envelope, Lineage { shard, position: &position }, &mut self.mapped) {
-                self.reject(shard, &position, &rejection.to_string(), Some(&envelope), None).await?;
+            if let Err(rejection) = mapper.map(
+                &envelope,
+                Lineage {
+                    shard,
+                    position: &position,
+                },
+                &mut self.mapped,
+            ) {
+                self.reject(shard, &position, &rejection.to_string(), Some(&envelope), None)
+                    .await?;
                 continue;
             }
             let now = self.clock.now();
             let mut flushed = Vec::new();
             let mut opened = 0;
             for (table, row) in self.mapped.iter() {
-                let added = self.batcher.add(table, shard, &position, envelope.received_at, row, now);
+                let added = self
+                    .batcher
+                    .add(table, shard, &position, envelope.received_at, row, now);
                 opened += usize::from(added.opened);
                 flushed.extend(added.flushed);
             }
@@ -457,7 +493,10 @@ where
     }
 
     fn skip(&self, shard: &ShardId, position: &Position) -> bool {
-        self.shards.get(shard).and_then(|s| s.skip_through.as_ref()).is_some_and(|done| position <= done)
+        self.shards
+            .get(shard)
+            .and_then(|s| s.skip_through.as_ref())
+            .is_some_and(|done| position <= done)
     }
 
     async fn reject(
@@ -481,11 +520,17 @@ where
         let (y, m, d, h) = at.utc_hour_parts();
         let key = format!("rejected/{y:04}/{m:02}/{d:02}/{h:02}/{shard}-{position}.json");
         let store = self.store;
-        with_backoff(self.clock, self.entropy, self.observer, &self.config.write_retry, false, || {
-            store.put(&key, body.clone(), "application/json")
-        })
+        with_backoff(
+            self.clock,
+            self.entropy,
+            self.observer,
+            &self.config.write_retry,
+            false,
+            || store.put(&key, body.clone(), "application/json"),
+        )
         .await?;
-        self.observer.observe(Observation::EventRejected { shard, reason });
+        self.observer
+            .observe(Observation::EventRejected { shard, reason });
         Ok(())
     }
 
@@ -508,7 +553,9 @@ where
             let metadata = batch.metadata(self.config.compression);
             let (store, clock, entropy, observer) = (self.store, self.clock, self.entropy, self.observer);
             let retry = self.config.write_retry;
-            let Batch { shard, first, data, .. } = batch;
+            let Batch {
+                shard, first, data, ..
+            } = batch;
             self.inflight.push(Box::pin(async move {
                 // Unbounded retries: the checkpoint of this shard waits for this write, so giving
                 // up would lose nothing but would stall; the retry metric tells operators.
@@ -542,7 +589,12 @@ where
     }
 
     async fn finish_ended_shards(&mut self) -> Result<(), ConsumerError> {
-        let ended: Vec<ShardId> = self.shards.iter().filter(|(_, s)| s.ended).map(|(k, _)| k.clone()).collect();
+        let ended: Vec<ShardId> = self
+            .shards
+            .iter()
+            .filter(|(_, s)| s.ended)
+            .map(|(k, _)| k.clone())
+            .collect();
         for shard in ended {
             if let Some(p) = self.tracker.advance(&shard) {
                 self.shards.get_mut(&shard).expect("listed above").unsaved = Some(p);
@@ -578,7 +630,9 @@ where
                 self.shards.get_mut(&shard).expect("listed above").unsaved = Some(p);
             }
             let state = &self.shards[&shard];
-            let Some(position) = state.unsaved.clone() else { continue };
+            let Some(position) = state.unsaved.clone() else {
+                continue;
+            };
             if !force && now.saturating_since(state.last_checkpoint_write) < self.config.checkpoint_every {
                 continue;
             }
@@ -599,7 +653,10 @@ where
                 }
                 Err(LeaseError::Conflict(_)) => self.lose(&shard),
                 Err(LeaseError::Port(e)) if e.retryable => {
-                    self.observer.observe(Observation::PortRetry { service: e.service, error: &e.message });
+                    self.observer.observe(Observation::PortRetry {
+                        service: e.service,
+                        error: &e.message,
+                    });
                 }
                 Err(LeaseError::Port(e)) => return Err(e.into()),
             }
@@ -619,7 +676,10 @@ where
         for state in self.shards.values() {
             match self.leases.release(&state.lease).await {
                 Ok(()) | Err(LeaseError::Conflict(_)) => {}
-                Err(LeaseError::Port(e)) => self.observer.observe(Observation::PortRetry { service: e.service, error: &e.message }),
+                Err(LeaseError::Port(e)) => self.observer.observe(Observation::PortRetry {
+                    service: e.service,
+                    error: &e.message,
+                }),
             }
         }
         Ok(())

@@ -13,8 +13,13 @@ use futures::FutureExt;
 
 use crate::batch::BatchMetadata;
 use crate::catalog::Catalog;
-use crate::import::{Backoff, Decision, ImportInput, WarehouseError, classify, decide, parse_message, verify};
-use crate::ports::{Clock, Entropy, LoadOutcome, LoadRequest, Message, ObjectStore, Observation, Observer, PortError, Queue, Warehouse};
+use crate::import::{
+    Backoff, Decision, ImportInput, WarehouseError, classify, decide, parse_message, verify,
+};
+use crate::ports::{
+    Clock, Entropy, LoadOutcome, LoadRequest, Message, ObjectStore, Observation, Observer, PortError, Queue,
+    Warehouse,
+};
 use crate::time::Timestamp;
 
 /// How the importer receives and retries.
@@ -70,7 +75,9 @@ pub struct Importer<'a, Q, O, W, C, E, B> {
 
 impl<Q, O, W, C, E, B> std::fmt::Debug for Importer<'_, Q, O, W, C, E, B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Importer").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("Importer")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -96,7 +103,16 @@ where
         config: ImporterConfig,
     ) -> Result<Self, ImporterError> {
         warehouse.migrate(catalog).await.map_err(ImporterError::Migrate)?;
-        Ok(Importer { queue, store, warehouse, clock, entropy, observer, catalog, config })
+        Ok(Importer {
+            queue,
+            store,
+            warehouse,
+            clock,
+            entropy,
+            observer,
+            catalog,
+            config,
+        })
     }
 
     /// Runs until `stop` resolves (a message being handled is finished first).
@@ -117,11 +133,20 @@ where
 
     /// Receives once and handles what came; returns how many messages.
     pub async fn step(&self) -> Result<usize, ImporterError> {
-        let messages = match self.queue.receive(self.config.receive_max, self.config.receive_wait).await {
+        let messages = match self
+            .queue
+            .receive(self.config.receive_max, self.config.receive_wait)
+            .await
+        {
             Ok(m) => m,
             Err(e) if e.retryable => {
-                self.observer.observe(Observation::PortRetry { service: e.service, error: &e.message });
-                self.clock.sleep(self.config.backoff.delay(0, self.entropy.unit())).await;
+                self.observer.observe(Observation::PortRetry {
+                    service: e.service,
+                    error: &e.message,
+                });
+                self.clock
+                    .sleep(self.config.backoff.delay(0, self.entropy.unit()))
+                    .await;
                 return Ok(0);
             }
             Err(e) => return Err(e.into()),
@@ -137,7 +162,10 @@ where
             Err(e) => Verdict::DeadLetter(e.to_string()),
             Ok(notification) => {
                 for ignored in &notification.ignored {
-                    self.observer.observe(Observation::LoadSkipped { key: "", reason: &ignored.to_string() });
+                    self.observer.observe(Observation::LoadSkipped {
+                        key: "",
+                        reason: &ignored.to_string(),
+                    });
                 }
                 let mut verdict = Verdict::Done;
                 for object in &notification.objects {
@@ -159,9 +187,13 @@ where
         };
         // Queue calls are retried: losing an ack only means a redelivery (a skip), but a lost
         // dead-letter must not happen, and it won't, since the message stays until it succeeds.
-        let (clock, entropy, observer, retry) = (self.clock, self.entropy, self.observer, &self.config.backoff);
+        let (clock, entropy, observer, retry) =
+            (self.clock, self.entropy, self.observer, &self.config.backoff);
         let result = match &verdict {
-            Verdict::Done => super::retry::with_backoff(clock, entropy, observer, retry, true, || self.queue.ack(message)).await,
+            Verdict::Done => {
+                super::retry::with_backoff(clock, entropy, observer, retry, true, || self.queue.ack(message))
+                    .await
+            }
             Verdict::RetryAt(at) => {
                 let delay = at.saturating_since(self.clock.now());
                 super::retry::with_backoff(clock, entropy, observer, retry, true, || {
@@ -170,7 +202,10 @@ where
                 .await
             }
             Verdict::DeadLetter(reason) => {
-                self.observer.observe(Observation::DeadLettered { key: &message.id, reason });
+                self.observer.observe(Observation::DeadLettered {
+                    key: &message.id,
+                    reason,
+                });
                 super::retry::with_backoff(clock, entropy, observer, retry, true, || {
                     self.queue.dead_letter(message, reason)
                 })
@@ -190,7 +225,10 @@ where
         let stored = match self.store.get(key).await {
             Ok(s) => s,
             Err(e) => {
-                self.observer.observe(Observation::PortRetry { service: e.service, error: &e.message });
+                self.observer.observe(Observation::PortRetry {
+                    service: e.service,
+                    error: &e.message,
+                });
                 return self.retry_verdict(message.receive_count);
             }
         };
@@ -205,7 +243,9 @@ where
         let already_loaded = match &metadata {
             Some(Ok(m)) => match self.warehouse.is_loaded(key, &m.sha256).await {
                 Ok(loaded) => loaded,
-                Err(e) => return self.after_failure(message, object, metadata.as_ref(), expected.as_deref(), e),
+                Err(e) => {
+                    return self.after_failure(message, object, metadata.as_ref(), expected.as_deref(), e);
+                }
             },
             _ => false,
         };
@@ -232,7 +272,12 @@ where
             return Verdict::DeadLetter(reason);
         }
         let started = self.clock.now();
-        let request = LoadRequest { key, metadata: meta, table, body: &stored.body };
+        let request = LoadRequest {
+            key,
+            metadata: meta,
+            table,
+            body: &stored.body,
+        };
         match self.warehouse.load(request).await {
             Ok(outcome) => {
                 let inserted = match outcome {
@@ -284,7 +329,10 @@ where
     }
 
     fn retry_verdict(&self, attempt: u32) -> Verdict {
-        let at = self.config.backoff.retry_at(attempt, self.clock.now(), self.entropy.unit());
+        let at = self
+            .config
+            .backoff
+            .retry_at(attempt, self.clock.now(), self.entropy.unit());
         // A store that keeps failing is not the batch's fault: keep retrying at the cap.
         Verdict::RetryAt(at.unwrap_or_else(|| self.clock.now().saturating_add(self.config.backoff.cap)))
     }
@@ -293,7 +341,10 @@ where
         match decision {
             Decision::Load => Verdict::Done,
             Decision::Skip { reason } => {
-                self.observer.observe(Observation::LoadSkipped { key, reason: &reason.to_string() });
+                self.observer.observe(Observation::LoadSkipped {
+                    key,
+                    reason: &reason.to_string(),
+                });
                 Verdict::Done
             }
             Decision::RetryAt { at, .. } => Verdict::RetryAt(at),

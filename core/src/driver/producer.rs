@@ -45,7 +45,10 @@ pub struct ProducerConfig {
 impl Default for ProducerConfig {
     fn default() -> Self {
         ProducerConfig {
-            aggregator: AggregatorConfig { linger: Duration::from_millis(20), ..AggregatorConfig::default() },
+            aggregator: AggregatorConfig {
+                linger: Duration::from_millis(20),
+                ..AggregatorConfig::default()
+            },
             max_pending_events: 200_000,
             max_put_records: 500,
             max_put_bytes: 5 << 20,
@@ -98,7 +101,11 @@ impl ProducerHandle {
         let (done, rx) = oneshot::channel();
         if let Err(e) = self.tx.clone().try_send(Submission { events, done }) {
             self.pending.fetch_sub(n, Ordering::AcqRel);
-            return Err(if e.is_full() { SubmitError::Overloaded } else { SubmitError::Closed });
+            return Err(if e.is_full() {
+                SubmitError::Overloaded
+            } else {
+                SubmitError::Closed
+            });
         }
         let result = rx.await.unwrap_or(Err(SubmitError::Closed));
         self.pending.fetch_sub(n, Ordering::AcqRel);
@@ -157,7 +164,14 @@ impl<S, C, E, B> std::fmt::Debug for Producer<'_, S, C, E, B> {
 
 /// Turns the stream's open shards into the aggregator's routing map.
 fn shard_map(shards: Vec<crate::ports::ShardInfo>) -> Result<ShardMap, PortError> {
-    let open = shards.into_iter().filter(|s| !s.closed).map(|s| Shard { id: s.id, range: s.range }).collect();
+    let open = shards
+        .into_iter()
+        .filter(|s| !s.closed)
+        .map(|s| Shard {
+            id: s.id,
+            range: s.range,
+        })
+        .collect();
     ShardMap::new(open).map_err(|e| PortError::permanent("stream", e.to_string()))
 }
 
@@ -181,8 +195,11 @@ where
             .map_err(|e| PortError::permanent("producer", e.to_string()))?;
         // The channel only carries submissions already counted against max_pending_events.
         let (tx, rx) = mpsc::channel(config.max_pending_events.max(1));
-        let handle =
-            ProducerHandle { tx, pending: Arc::new(AtomicUsize::new(0)), max_pending: config.max_pending_events };
+        let handle = ProducerHandle {
+            tx,
+            pending: Arc::new(AtomicUsize::new(0)),
+            max_pending: config.max_pending_events,
+        };
         let producer = Producer {
             stream,
             clock,
@@ -246,7 +263,10 @@ where
     }
 
     fn is_idle(&self) -> bool {
-        self.inflight.is_empty() && self.ready.is_empty() && self.retries.is_empty() && self.aggregator.is_empty()
+        self.inflight.is_empty()
+            && self.ready.is_empty()
+            && self.retries.is_empty()
+            && self.aggregator.is_empty()
     }
 
     fn next_wake(&self) -> Timestamp {
@@ -266,7 +286,12 @@ where
         self.next_id += 1;
         let now = self.clock.now();
         let n = sub.events.len();
-        let mut waiting = Waiting { events: n, remaining: n, error: None, done: Some(sub.done) };
+        let mut waiting = Waiting {
+            events: n,
+            remaining: n,
+            error: None,
+            done: Some(sub.done),
+        };
         let mut added = 0;
         for event in &sub.events {
             let record = UserRecord::new(event.id.as_str(), event.encode());
@@ -299,9 +324,12 @@ where
     async fn due(&mut self, now: Timestamp) {
         let lingered = self.aggregator.take_due(now);
         self.ready.extend(lingered.into_iter().map(|a| (a, 0)));
-        let (due, later): (Vec<Retry>, Vec<Retry>) = std::mem::take(&mut self.retries).into_iter().partition(|r| r.at <= now);
+        let (due, later): (Vec<Retry>, Vec<Retry>) = std::mem::take(&mut self.retries)
+            .into_iter()
+            .partition(|r| r.at <= now);
         self.retries = later;
-        self.ready.extend(due.into_iter().map(|r| (r.aggregate, r.attempt)));
+        self.ready
+            .extend(due.into_iter().map(|r| (r.aggregate, r.attempt)));
         if now >= self.next_refresh {
             self.next_refresh = now.saturating_add(self.config.shard_refresh);
             if let Ok(shards) = self.stream.shards().await
@@ -321,7 +349,9 @@ where
             let mut bytes = 0;
             while let Some((agg, _)) = self.ready.front() {
                 let size = agg.data.len() + agg.partition_key.len();
-                if !call.is_empty() && (call.len() >= self.config.max_put_records || bytes + size > self.config.max_put_bytes) {
+                if !call.is_empty()
+                    && (call.len() >= self.config.max_put_records || bytes + size > self.config.max_put_bytes)
+                {
                     break;
                 }
                 bytes += size;
@@ -348,7 +378,10 @@ where
         let results: Vec<Result<PutAck, PortError>> = match result {
             Ok(per_record) if per_record.len() == call.len() => per_record,
             Ok(per_record) => {
-                let e = PortError::transient("stream", format!("{} results for {} records", per_record.len(), call.len()));
+                let e = PortError::transient(
+                    "stream",
+                    format!("{} results for {} records", per_record.len(), call.len()),
+                );
                 vec![Err(e); call.len()]
             }
             Err(e) => vec![Err(e); call.len()],
@@ -368,11 +401,19 @@ where
                     self.finish(&aggregate.tokens, None);
                 }
                 Err(e) => {
-                    self.observer.observe(Observation::PortRetry { service: e.service, error: &e.message });
+                    self.observer.observe(Observation::PortRetry {
+                        service: e.service,
+                        error: &e.message,
+                    });
                     let next = attempt + 1;
                     if e.retryable && next < self.config.put_retry.max_attempts {
-                        let at = now.saturating_add(self.config.put_retry.delay(attempt, self.entropy.unit()));
-                        self.retries.push(Retry { at, aggregate, attempt: next });
+                        let at =
+                            now.saturating_add(self.config.put_retry.delay(attempt, self.entropy.unit()));
+                        self.retries.push(Retry {
+                            at,
+                            aggregate,
+                            attempt: next,
+                        });
                     } else {
                         self.finish(&aggregate.tokens, Some(SubmitError::Failed(e.to_string())));
                     }
@@ -383,7 +424,9 @@ where
 
     fn finish(&mut self, tokens: &[u64], error: Option<SubmitError>) {
         for id in tokens {
-            let Some(w) = self.waiting.get_mut(id) else { continue };
+            let Some(w) = self.waiting.get_mut(id) else {
+                continue;
+            };
             w.remaining -= 1;
             if w.error.is_none() {
                 w.error.clone_from(&error);

@@ -30,7 +30,10 @@ where
                 if bounded && attempt >= backoff.max_attempts {
                     return Err(e);
                 }
-                observer.observe(Observation::PortRetry { service: e.service, error: &e.message });
+                observer.observe(Observation::PortRetry {
+                    service: e.service,
+                    error: &e.message,
+                });
                 clock.sleep(backoff.delay(attempt - 1, entropy.unit())).await;
             }
         }

@@ -26,7 +26,8 @@ pub use classify::{ErrorClass, WarehouseError, WarehouseErrorKind, classify};
 pub use content::{ContentCheck, CsvError, CsvRecordCounter, verify};
 pub use decision::{DeadLetterReason, Decision, ImportInput, SchemaMismatch, SkipReason, decide};
 pub use notification::{
-    IgnoreReason, Notification, NotificationError, ObjectRef, Sequencer, object_created_message, parse_message,
+    IgnoreReason, Notification, NotificationError, ObjectRef, Sequencer, object_created_message,
+    parse_message,
 };
 
 /// Longest piece of foreign text (a warehouse message, a key) kept in a reason: dead-letter reasons

@@ -631,8 +631,16 @@ const KEY_ESCAPES: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUM
 /// The body of an S3 `ObjectCreated:Put` notification for one object, as S3 sends it to SQS.
 /// Stores that have no notifications of their own (the local directory, the simulation) send
 /// this, so the importer reads one format everywhere.
-pub fn object_created_message(bucket: &str, key: &str, size: u64, sequencer: u64, event_time: Timestamp) -> String {
-    let key = percent_encoding::utf8_percent_encode(key, KEY_ESCAPES).to_string().replace(' ', "+");
+pub fn object_created_message(
+    bucket: &str,
+    key: &str,
+    size: u64,
+    sequencer: u64,
+    event_time: Timestamp,
+) -> String {
+    let key = percent_encoding::utf8_percent_encode(key, KEY_ESCAPES)
+        .to_string()
+        .replace(' ', "+");
     serde_json::json!({
         "Records": [{
             "eventVersion": "2.1",

@@ -11,10 +11,20 @@ pub fn example_catalog() -> Catalog {
     let files = [
         ("shop.toml", include_str!("../../../examples/catalog/shop.toml")),
         ("web.toml", include_str!("../../../examples/catalog/web.toml")),
-        ("payments.toml", include_str!("../../../examples/catalog/payments.toml")),
-        ("codehost.toml", include_str!("../../../examples/catalog/codehost.toml")),
+        (
+            "payments.toml",
+            include_str!("../../../examples/catalog/payments.toml"),
+        ),
+        (
+            "codehost.toml",
+            include_str!("../../../examples/catalog/codehost.toml"),
+        ),
     ];
-    Catalog::load(files.map(|(n, t)| Source { name: n.into(), text: t.into() })).expect("example catalog loads")
+    Catalog::load(files.map(|(n, t)| Source {
+        name: n.into(),
+        text: t.into(),
+    }))
+    .expect("example catalog loads")
 }
 
 pub fn envelope(id: &str, event_type: &str, payload: &str) -> Envelope {

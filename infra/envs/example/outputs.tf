@@ -68,6 +68,15 @@ output "warehouse_database_name" {
   value       = module.warehouse.database_name
 }
 
+output "redshift_data_api_args" {
+  description = "Arguments of `aws redshift-data execute-statement` that reach the warehouse as its admin user (docs/DEPLOY.md)."
+  value = join(" ", [
+    module.warehouse.mode == "serverless" ? "--workgroup-name ${module.warehouse.workgroup_name}" : "--cluster-identifier ${module.warehouse.cluster_identifier}",
+    "--database ${module.warehouse.database_name}",
+    "--secret-arn ${module.warehouse.secret_arn}",
+  ])
+}
+
 output "webhook_secret_arn" {
   description = "MICROBATCH_WEBHOOK_SECRETS: put the senders' secrets into this secret."
   value       = module.services.webhook_secret_arn

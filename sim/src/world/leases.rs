@@ -26,7 +26,9 @@ impl MemLeases {
     /// Applies `change` if the stored lease still has the counter and owner the caller saw.
     fn conditional(&self, seen: &Lease, change: impl FnOnce(&mut Lease)) -> Result<Lease, LeaseError> {
         let mut leases = lock(&self.leases);
-        let Some(current) = leases.get_mut(&seen.shard) else { return Err(LeaseError::Conflict(seen.shard.clone())) };
+        let Some(current) = leases.get_mut(&seen.shard) else {
+            return Err(LeaseError::Conflict(seen.shard.clone()));
+        };
         if current.counter != seen.counter || current.owner != seen.owner {
             return Err(LeaseError::Conflict(seen.shard.clone()));
         }

@@ -21,5 +21,6 @@ use std::sync::{Mutex, MutexGuard};
 /// Locks a world part; a poisoned lock means a simulated component panicked, which is a bug the
 /// run must surface rather than paper over.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().expect("a simulated component panicked while holding the world")
+    m.lock()
+        .expect("a simulated component panicked while holding the world")
 }

@@ -35,7 +35,11 @@ pub struct MemQueue {
 
 impl MemQueue {
     pub fn new(clock: VirtualClock, visibility: Duration) -> Self {
-        MemQueue { clock, visibility, state: Mutex::new(State::default()) }
+        MemQueue {
+            clock,
+            visibility,
+            state: Mutex::new(State::default()),
+        }
     }
 
     pub fn send(&self, body: String) {
@@ -43,7 +47,13 @@ impl MemQueue {
         let mut s = lock(&self.state);
         s.next_id += 1;
         let id = format!("m-{}", s.next_id);
-        s.entries.push(Entry { id, body, visible_at: now, receive_count: 0, receipt: 0 });
+        s.entries.push(Entry {
+            id,
+            body,
+            visible_at: now,
+            receive_count: 0,
+            receipt: 0,
+        });
     }
 
     /// Messages not yet deleted or dead-lettered.
@@ -57,7 +67,9 @@ impl MemQueue {
     }
 
     fn find<'s>(s: &'s mut State, m: &Message) -> Option<&'s mut Entry> {
-        s.entries.iter_mut().find(|e| e.id == m.id && e.receipt.to_string() == m.receipt)
+        s.entries
+            .iter_mut()
+            .find(|e| e.id == m.id && e.receipt.to_string() == m.receipt)
     }
 }
 
@@ -101,7 +113,10 @@ impl Queue for MemQueue {
         let receipt = message.receipt.clone();
         // A stale receipt (the message was received again since) fails, as SQS's does.
         if Self::find(&mut s, message).is_none() {
-            return Err(PortError::permanent("queue", format!("receipt {receipt} of {} is stale", message.id)));
+            return Err(PortError::permanent(
+                "queue",
+                format!("receipt {receipt} of {} is stale", message.id),
+            ));
         }
         s.entries.retain(|e| e.id != message.id);
         Ok(())
@@ -115,14 +130,20 @@ impl Queue for MemQueue {
                 e.visible_at = now.saturating_add(delay);
                 Ok(())
             }
-            None => Err(PortError::permanent("queue", format!("receipt of {} is stale", message.id))),
+            None => Err(PortError::permanent(
+                "queue",
+                format!("receipt of {} is stale", message.id),
+            )),
         }
     }
 
     async fn dead_letter(&self, message: &Message, reason: &str) -> Result<(), PortError> {
         let mut s = lock(&self.state);
         if Self::find(&mut s, message).is_none() {
-            return Err(PortError::permanent("queue", format!("receipt of {} is stale", message.id)));
+            return Err(PortError::permanent(
+                "queue",
+                format!("receipt of {} is stale", message.id),
+            ));
         }
         s.entries.retain(|e| e.id != message.id);
         s.dead.push((message.body.clone(), reason.to_owned()));

@@ -21,12 +21,21 @@ pub struct MemStore {
 
 impl MemStore {
     pub fn new(clock: VirtualClock, queue: std::sync::Arc<MemQueue>) -> Self {
-        MemStore { clock, queue, objects: Mutex::new(BTreeMap::new()), sequencer: Mutex::new(0) }
+        MemStore {
+            clock,
+            queue,
+            objects: Mutex::new(BTreeMap::new()),
+            sequencer: Mutex::new(0),
+        }
     }
 
     /// Keys under a prefix.
     pub fn keys(&self, prefix: &str) -> Vec<String> {
-        lock(&self.objects).keys().filter(|k| k.starts_with(prefix)).cloned().collect()
+        lock(&self.objects)
+            .keys()
+            .filter(|k| k.starts_with(prefix))
+            .cloned()
+            .collect()
     }
 
     pub fn object(&self, key: &str) -> Option<StoredObject> {
@@ -37,18 +46,36 @@ impl MemStore {
 impl ObjectStore for MemStore {
     async fn put_batch(&self, key: &str, body: Vec<u8>, metadata: &BatchMetadata) -> Result<(), PortError> {
         let size = body.len() as u64;
-        lock(&self.objects).insert(key.to_owned(), StoredObject { body, metadata: metadata.to_pairs() });
+        lock(&self.objects).insert(
+            key.to_owned(),
+            StoredObject {
+                body,
+                metadata: metadata.to_pairs(),
+            },
+        );
         let seq = {
             let mut s = lock(&self.sequencer);
             *s += 1;
             *s
         };
-        self.queue.send(object_created_message("sim-bucket", key, size, seq, self.clock.now()));
+        self.queue.send(object_created_message(
+            "sim-bucket",
+            key,
+            size,
+            seq,
+            self.clock.now(),
+        ));
         Ok(())
     }
 
     async fn put(&self, key: &str, body: Vec<u8>, _content_type: &str) -> Result<(), PortError> {
-        lock(&self.objects).insert(key.to_owned(), StoredObject { body, metadata: BTreeMap::new() });
+        lock(&self.objects).insert(
+            key.to_owned(),
+            StoredObject {
+                body,
+                metadata: BTreeMap::new(),
+            },
+        );
         Ok(())
     }
 

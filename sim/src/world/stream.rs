@@ -4,7 +4,8 @@ use std::sync::Mutex;
 
 use microbatch_core::kpl::{ShardMap, hash_key_of, parse_explicit_hash_key};
 use microbatch_core::ports::{
-    Clock, PortError, PutAck, PutRecord, ReadBatch, ReadFrom, ShardInfo, StreamReader, StreamRecord, StreamWriter,
+    Clock, PortError, PutAck, PutRecord, ReadBatch, ReadFrom, ShardInfo, StreamReader, StreamRecord,
+    StreamWriter,
 };
 use microbatch_core::position::{SequenceNumber, ShardId};
 
@@ -33,11 +34,21 @@ impl MemStream {
             .shards()
             .iter()
             .map(|s| Shard {
-                info: ShardInfo { id: s.id.clone(), parent: None, adjacent_parent: None, range: s.range, closed: false },
+                info: ShardInfo {
+                    id: s.id.clone(),
+                    parent: None,
+                    adjacent_parent: None,
+                    range: s.range,
+                    closed: false,
+                },
                 records: Vec::new(),
             })
             .collect();
-        MemStream { clock, shards: Mutex::new(shards), next_seq: Mutex::new(1_000) }
+        MemStream {
+            clock,
+            shards: Mutex::new(shards),
+            next_seq: Mutex::new(1_000),
+        }
     }
 
     /// Every record in every shard (for checks).
@@ -46,7 +57,9 @@ impl MemStream {
     }
 
     fn route(shards: &[Shard], hash: u128) -> Option<usize> {
-        shards.iter().position(|s| !s.info.closed && s.info.range.contains(hash))
+        shards
+            .iter()
+            .position(|s| !s.info.closed && s.info.range.contains(hash))
     }
 }
 
@@ -55,18 +68,26 @@ impl StreamWriter for MemStream {
         Ok(lock(&self.shards).iter().map(|s| s.info.clone()).collect())
     }
 
-    async fn put_records(&self, records: Vec<PutRecord>) -> Result<Vec<Result<PutAck, PortError>>, PortError> {
+    async fn put_records(
+        &self,
+        records: Vec<PutRecord>,
+    ) -> Result<Vec<Result<PutAck, PortError>>, PortError> {
         let now = self.clock.now();
         let mut shards = lock(&self.shards);
         let mut seq = lock(&self.next_seq);
         let mut out = Vec::with_capacity(records.len());
         for r in records {
             let hash = match &r.explicit_hash_key {
-                Some(k) => parse_explicit_hash_key(k).map_err(|e| PortError::permanent("stream", e.to_string()))?,
+                Some(k) => {
+                    parse_explicit_hash_key(k).map_err(|e| PortError::permanent("stream", e.to_string()))?
+                }
                 None => hash_key_of(&r.partition_key),
             };
             let Some(i) = Self::route(&shards, hash) else {
-                out.push(Err(PortError::permanent("stream", "no open shard for the hash key")));
+                out.push(Err(PortError::permanent(
+                    "stream",
+                    "no open shard for the hash key",
+                )));
                 continue;
             };
             *seq += 1;
@@ -77,7 +98,10 @@ impl StreamWriter for MemStream {
                 data: r.data,
                 arrived_at: now,
             });
-            out.push(Ok(PutAck { shard: shards[i].info.id.clone(), seq: sequence }));
+            out.push(Ok(PutAck {
+                shard: shards[i].info.id.clone(),
+                seq: sequence,
+            }));
         }
         Ok(out)
     }
@@ -107,4 +131,3 @@ impl StreamReader for MemStream {
         })
     }
 }
-

@@ -11,13 +11,15 @@ use microbatch_core::ports::{LoadOutcome, LoadRequest, Warehouse};
 use super::lock;
 
 type Row = Vec<Option<String>>;
+/// Which of two upserts of one key wins: (`_received_at`, sequence length, sequence, sub).
+type Order = (String, usize, String, i64);
 
 #[derive(Debug, Default)]
 struct Table {
     /// Append tables: by (`_event_id`, `_row_index`).
     rows: BTreeMap<(String, i64), Row>,
     /// Upsert tables: by key values; the row and its (`_received_at`, sequence, sub) order.
-    latest: BTreeMap<Vec<Option<String>>, ((String, usize, String, i64), Row)>,
+    latest: BTreeMap<Vec<Option<String>>, (Order, Row)>,
 }
 
 #[derive(Debug, Default)]
@@ -40,8 +42,14 @@ impl MemWarehouse {
     /// Rows of a table, in key order, each as its column values in table order.
     pub fn rows(&self, table: &str) -> Vec<Row> {
         let s = lock(&self.state);
-        let Some(t) = s.tables.get(table) else { return Vec::new() };
-        t.rows.values().cloned().chain(t.latest.values().map(|(_, r)| r.clone())).collect()
+        let Some(t) = s.tables.get(table) else {
+            return Vec::new();
+        };
+        t.rows
+            .values()
+            .cloned()
+            .chain(t.latest.values().map(|(_, r)| r.clone()))
+            .collect()
     }
 
     pub fn manifest_len(&self) -> usize {
@@ -63,7 +71,9 @@ impl Warehouse for MemWarehouse {
     }
 
     async fn is_loaded(&self, key: &str, sha256: &str) -> Result<bool, WarehouseError> {
-        Ok(lock(&self.state).manifest.contains(&(key.to_owned(), sha256.to_owned())))
+        Ok(lock(&self.state)
+            .manifest
+            .contains(&(key.to_owned(), sha256.to_owned())))
     }
 
     async fn load(&self, req: LoadRequest<'_>) -> Result<LoadOutcome, WarehouseError> {
@@ -75,10 +85,26 @@ impl Warehouse for MemWarehouse {
             .metadata
             .columns
             .iter()
-            .map(|c| table_cols.iter().position(|t| t == c).ok_or_else(|| bad(format!("no column {c}"))))
+            .map(|c| {
+                table_cols
+                    .iter()
+                    .position(|t| t == c)
+                    .ok_or_else(|| bad(format!("no column {c}")))
+            })
             .collect::<Result<_, _>>()?;
-        let col = |name: &str| table_cols.iter().position(|t| *t == name).expect("lineage column");
-        let (ev, ri, ra, sq, sub) = (col("_event_id"), col("_row_index"), col("_received_at"), col("_sequence"), col("_sub_sequence"));
+        let col = |name: &str| {
+            table_cols
+                .iter()
+                .position(|t| *t == name)
+                .expect("lineage column")
+        };
+        let (ev, ri, ra, sq, sub) = (
+            col("_event_id"),
+            col("_row_index"),
+            col("_received_at"),
+            col("_sequence"),
+            col("_sub_sequence"),
+        );
         let mut s = lock(&self.state);
         if s.manifest.contains(&manifest_key) {
             return Ok(LoadOutcome::AlreadyLoaded);
@@ -86,7 +112,11 @@ impl Warehouse for MemWarehouse {
         let mut staged = Vec::with_capacity(rows.len());
         for r in rows {
             if r.len() != index.len() {
-                return Err(bad(format!("row has {} fields, expected {}", r.len(), index.len())));
+                return Err(bad(format!(
+                    "row has {} fields, expected {}",
+                    r.len(),
+                    index.len()
+                )));
             }
             let mut row = vec![None; table_cols.len()];
             for (v, &i) in r.into_iter().zip(&index) {
@@ -95,7 +125,10 @@ impl Warehouse for MemWarehouse {
             staged.push(row);
         }
         let table = s.tables.get_mut(&req.table.name).ok_or_else(|| {
-            WarehouseError::new(WarehouseErrorKind::Database, format!("relation {} does not exist", req.table.name))
+            WarehouseError::new(
+                WarehouseErrorKind::Database,
+                format!("relation {} does not exist", req.table.name),
+            )
         })?;
         let mut inserted = 0;
         let num = |v: &Option<String>| v.as_deref().unwrap_or("0").parse::<i64>().unwrap_or(0);
@@ -111,7 +144,12 @@ impl Warehouse for MemWarehouse {
                 Mode::Upsert { key } => {
                     let k: Vec<Option<String>> = key.iter().map(|c| row[col(c)].clone()).collect();
                     let seq = row[sq].clone().unwrap_or_default();
-                    let order = (row[ra].clone().unwrap_or_default(), seq.len(), seq, num(&row[sub]));
+                    let order = (
+                        row[ra].clone().unwrap_or_default(),
+                        seq.len(),
+                        seq,
+                        num(&row[sub]),
+                    );
                     let newer = table.latest.get(&k).is_none_or(|(o, _)| order > *o);
                     if newer {
                         table.latest.insert(k, (order, row));
