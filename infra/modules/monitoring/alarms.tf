@@ -217,7 +217,7 @@ resource "aws_cloudwatch_metric_alarm" "no_loads" {
 
   metric_query {
     id          = "stalled"
-    expression  = "IF(FILL(accepted, 0) > 0 AND FILL(loaded, 0) == 0, 1, 0)"
+    expression  = "IF((FILL(accepted, 0) > 0) AND (FILL(loaded, 0) == 0), 1, 0)"
     label       = "Events accepted, nothing loaded"
     return_data = true
   }

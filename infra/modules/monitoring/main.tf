@@ -27,6 +27,8 @@ data "aws_iam_policy_document" "kms" {
     }
   }
 
+  # The form AWS documents for alarms publishing to an encrypted topic; which
+  # alarms may publish is restricted by the topic policy below.
   statement {
     sid       = "CloudWatchAlarmsPublish"
     actions   = ["kms:Decrypt", "kms:GenerateDataKey*"]
@@ -35,12 +37,6 @@ data "aws_iam_policy_document" "kms" {
     principals {
       type        = "Service"
       identifiers = ["cloudwatch.amazonaws.com"]
-    }
-
-    condition {
-      test     = "StringEquals"
-      variable = "aws:SourceAccount"
-      values   = [local.account_id]
     }
   }
 }

@@ -134,6 +134,8 @@ resource "aws_vpc_security_group_egress_rule" "https" {
 # COPY role: reads only the bucket's loads/ prefix
 ################################################################################
 
+# Only a cluster or namespace of this account can use the role: attaching it
+# needs iam:PassRole on it, which no other account can be granted.
 data "aws_iam_policy_document" "copy_assume" {
   statement {
     actions = ["sts:AssumeRole"]
@@ -141,12 +143,6 @@ data "aws_iam_policy_document" "copy_assume" {
     principals {
       type        = "Service"
       identifiers = ["redshift.amazonaws.com", "redshift-serverless.amazonaws.com"]
-    }
-
-    condition {
-      test     = "StringEquals"
-      variable = "aws:SourceAccount"
-      values   = [local.account_id]
     }
   }
 }
