@@ -1,1 +1,5 @@
 //! microbatch-adapters: everything that touches the world, behind the ports of `microbatch-core`.
+
+pub mod catalog_dir;
+pub mod config;
+pub mod runtime;

@@ -1,0 +1,506 @@
+//! Configuration: one TOML file, `MICROBATCH_*` environment overrides, and defaults that run the
+//! whole pipeline embedded with no file at all.
+//!
+//! Any setting can be overridden as `MICROBATCH_<SECTION>__<KEY>` (double underscore between
+//! levels), e.g. `MICROBATCH_PRODUCER__LISTEN=0.0.0.0:8080`. The deployment's names
+//! (docs/DEPLOY.md) are accepted as aliases: `MICROBATCH_STREAM_NAME`, `MICROBATCH_BUCKET`,
+//! `MICROBATCH_QUEUE_URL`, `MICROBATCH_DLQ_URL`, `MICROBATCH_LEASE_TABLE`,
+//! `MICROBATCH_WAREHOUSE_URL`, `MICROBATCH_REDSHIFT_IAM_ROLE`, `MICROBATCH_LOG_FORMAT`,
+//! `MICROBATCH_METRICS`, `MICROBATCH_WEBHOOK_SECRETS`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where the embedded stack keeps its files (stream, queue, objects, leases, warehouse).
+    pub data_dir: PathBuf,
+    pub catalog: CatalogConfig,
+    pub producer: ProducerConfig,
+    pub stream: StreamConfig,
+    pub store: StoreConfig,
+    pub queue: QueueConfig,
+    pub warehouse: WarehouseConfig,
+    pub consumer: ConsumerConfig,
+    pub importer: ImporterConfig,
+    pub log: LogConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("microbatch-data"),
+            catalog: CatalogConfig::default(),
+            producer: ProducerConfig::default(),
+            stream: StreamConfig::default(),
+            store: StoreConfig::default(),
+            queue: QueueConfig::default(),
+            warehouse: WarehouseConfig::default(),
+            consumer: ConsumerConfig::default(),
+            importer: ImporterConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct CatalogConfig {
+    /// A directory of catalog TOML files.
+    pub dir: PathBuf,
+}
+
+impl Default for CatalogConfig {
+    fn default() -> Self {
+        CatalogConfig { dir: PathBuf::from("examples/catalog") }
+    }
+}
+
+/// The HTTP producer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProducerConfig {
+    pub listen: SocketAddr,
+    /// Bearer tokens accepted on `/v1/events`; empty means no authentication (local use only).
+    pub tokens: Vec<String>,
+    pub max_body_bytes: usize,
+    pub max_events_per_request: usize,
+    pub max_json_depth: usize,
+    /// Events accepted but not yet durable before new requests get 503.
+    pub max_pending_events: usize,
+    /// How long events may wait to fill an aggregate.
+    pub linger_ms: u64,
+    /// Seconds a 503 asks the client to wait.
+    pub retry_after_secs: u64,
+    pub webhooks: Vec<WebhookConfig>,
+}
+
+impl Default for ProducerConfig {
+    fn default() -> Self {
+        ProducerConfig {
+            listen: "127.0.0.1:8080".parse().expect("valid address"),
+            tokens: Vec::new(),
+            max_body_bytes: 1 << 20,
+            max_events_per_request: 1000,
+            max_json_depth: 32,
+            max_pending_events: 200_000,
+            linger_ms: 20,
+            retry_after_secs: 1,
+            webhooks: Vec::new(),
+        }
+    }
+}
+
+/// The signature scheme of a webhook source.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookScheme {
+    /// `X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the body>` (GitHub and others).
+    HubSignature,
+    /// `Stripe-Signature: t=<unix ts>,v1=<hex HMAC-SHA256 of "t.body">` with a replay window.
+    TimestampedSignature,
+}
+
+/// One webhook source, e.g. `POST /v1/webhooks/github`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// The `{source}` in the path.
+    pub source: String,
+    pub scheme: WebhookScheme,
+    /// Several secrets are accepted at once, so a secret can be rotated without downtime.
+    pub secrets: Vec<String>,
+    /// The header carrying the signature (default per scheme).
+    #[serde(default)]
+    pub signature_header: Option<String>,
+    /// Where the event type is: a header name, or a JSON pointer into the body.
+    #[serde(default)]
+    pub type_header: Option<String>,
+    #[serde(default)]
+    pub type_pointer: Option<String>,
+    /// Where the delivery id (the event id, so redeliveries dedupe) is: a header or a pointer.
+    #[serde(default)]
+    pub id_header: Option<String>,
+    #[serde(default)]
+    pub id_pointer: Option<String>,
+    /// Prepended to the provider's event type to form the catalog's event type.
+    #[serde(default)]
+    pub type_prefix: String,
+    /// How old a timestamped signature may be.
+    #[serde(default = "default_tolerance")]
+    pub tolerance_secs: u64,
+}
+
+fn default_tolerance() -> u64 {
+    300
+}
+
+impl WebhookConfig {
+    /// A code host's webhook (`X-Hub-Signature-256`, `X-GitHub-Event`, `X-GitHub-Delivery`).
+    pub fn hub(source: &str, secrets: Vec<String>) -> Self {
+        WebhookConfig {
+            source: source.into(),
+            scheme: WebhookScheme::HubSignature,
+            secrets,
+            signature_header: None,
+            type_header: Some("X-GitHub-Event".into()),
+            type_pointer: None,
+            id_header: Some("X-GitHub-Delivery".into()),
+            id_pointer: None,
+            type_prefix: String::new(),
+            tolerance_secs: default_tolerance(),
+        }
+    }
+
+    /// A payments provider's webhook (`Stripe-Signature`, type at `/type`, id at `/id`).
+    pub fn timestamped(source: &str, secrets: Vec<String>) -> Self {
+        WebhookConfig {
+            source: source.into(),
+            scheme: WebhookScheme::TimestampedSignature,
+            secrets,
+            signature_header: None,
+            type_header: None,
+            type_pointer: Some("/type".into()),
+            id_header: None,
+            id_pointer: Some("/id".into()),
+            type_prefix: String::new(),
+            tolerance_secs: default_tolerance(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamKind {
+    Local,
+    Kinesis,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct StreamConfig {
+    pub kind: StreamKind,
+    /// Kinesis stream name.
+    pub name: String,
+    /// Shards of the local stream.
+    pub shards: u32,
+    /// How long the local stream keeps records.
+    pub retention_hours: u64,
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        StreamConfig { kind: StreamKind::Local, name: "microbatch".into(), shards: 2, retention_hours: 24 }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreKind {
+    Local,
+    S3,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    pub kind: StoreKind,
+    pub bucket: String,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig { kind: StoreKind::Local, bucket: "microbatch".into() }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum QueueKind {
+    Local,
+    Sqs,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueueConfig {
+    pub kind: QueueKind,
+    pub url: String,
+    pub dlq_url: String,
+    /// Seconds a received message stays hidden; above the longest load.
+    pub visibility_secs: u64,
+    /// Receives after which the queue itself dead-letters a message.
+    pub max_receives: u32,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            kind: QueueKind::Local,
+            url: String::new(),
+            dlq_url: String::new(),
+            visibility_secs: 120,
+            max_receives: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct WarehouseConfig {
+    /// `sqlite://path` (default: a file in the data directory), `postgres://…`.
+    pub url: String,
+    /// PostgreSQL schema for the tables and the manifest.
+    pub schema: String,
+}
+
+impl Default for WarehouseConfig {
+    fn default() -> Self {
+        WarehouseConfig { url: String::new(), schema: "public".into() }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConsumerConfig {
+    /// This worker's lease owner name (default: host name and process id).
+    pub worker_id: String,
+    pub flush_interval_ms: u64,
+    pub max_batch_rows: usize,
+    pub max_batch_bytes: usize,
+    /// Memory for all buffers together.
+    pub buffer_budget_bytes: usize,
+    pub read_limit: usize,
+    pub idle_poll_ms: u64,
+    pub max_inflight_writes: usize,
+}
+
+impl Default for ConsumerConfig {
+    fn default() -> Self {
+        ConsumerConfig {
+            worker_id: String::new(),
+            flush_interval_ms: 1000,
+            max_batch_rows: 500_000,
+            max_batch_bytes: 16 << 20,
+            buffer_budget_bytes: 128 << 20,
+            read_limit: 10_000,
+            idle_poll_ms: 100,
+            max_inflight_writes: 32,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ImporterConfig {
+    pub max_attempts: u32,
+    pub backoff_base_ms: u64,
+    pub backoff_cap_ms: u64,
+    pub receive_wait_ms: u64,
+}
+
+impl Default for ImporterConfig {
+    fn default() -> Self {
+        ImporterConfig { max_attempts: 8, backoff_base_ms: 500, backoff_cap_ms: 300_000, receive_wait_ms: 1000 }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum MetricsFormat {
+    /// `GET /metrics` only.
+    Prometheus,
+    /// Also CloudWatch Embedded Metric Format lines in the logs.
+    Emf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub metrics: MetricsFormat,
+    /// `RUST_LOG`-style filter.
+    pub filter: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { format: LogFormat::Text, metrics: MetricsFormat::Prometheus, filter: "info".into() }
+    }
+}
+
+/// The deployment's variable names and the settings they stand for.
+const ALIASES: &[(&str, &str)] = &[
+    ("STREAM_NAME", "stream.name"),
+    ("BUCKET", "store.bucket"),
+    ("QUEUE_URL", "queue.url"),
+    ("DLQ_URL", "queue.dlq_url"),
+    ("WAREHOUSE_URL", "warehouse.url"),
+    ("LOG_FORMAT", "log.format"),
+    ("METRICS", "log.metrics"),
+];
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct ConfigError(String);
+
+impl Config {
+    /// Defaults, then the file (if given), then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError(format!("{} does not exist", path.display())));
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        figment = figment
+            // Only `SECTION__KEY` names (and `DATA_DIR`): other MICROBATCH_* variables, such as the
+            // test suite's, are not settings.
+            .merge(
+                Env::prefixed("MICROBATCH_")
+                    .filter(|k| k.as_str().contains("__") || k.as_str().eq_ignore_ascii_case("data_dir"))
+                    .split("__"),
+            )
+            .merge(Env::prefixed("MICROBATCH_").filter_map(|k| {
+                ALIASES.iter().find(|(alias, _)| k.as_str().eq_ignore_ascii_case(alias)).map(|(_, path)| (*path).into())
+            }));
+        let mut config: Config = figment.extract().map_err(|e| ConfigError(e.to_string()))?;
+        if let Ok(secrets) = std::env::var("MICROBATCH_WEBHOOK_SECRETS") {
+            config.apply_webhook_secrets(&secrets)?;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// `MICROBATCH_WEBHOOK_SECRETS`: a JSON object `{"source": ["secret", …]}` (from a secrets
+    /// manager), replacing the secrets of the named sources.
+    fn apply_webhook_secrets(&mut self, json: &str) -> Result<(), ConfigError> {
+        let map: std::collections::BTreeMap<String, Vec<String>> = serde_json::from_str(json)
+            .map_err(|e| ConfigError(format!("MICROBATCH_WEBHOOK_SECRETS must be a JSON object of source → secrets: {e}")))?;
+        for (source, secrets) in map {
+            match self.producer.webhooks.iter_mut().find(|w| w.source == source) {
+                Some(w) => w.secrets = secrets,
+                None => return Err(ConfigError(format!("MICROBATCH_WEBHOOK_SECRETS names unknown webhook source {source:?}"))),
+            }
+        }
+        Ok(())
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for w in &self.producer.webhooks {
+            if w.secrets.is_empty() || w.secrets.iter().any(String::is_empty) {
+                return Err(ConfigError(format!("webhook source {:?} needs at least one non-empty secret", w.source)));
+            }
+            if w.type_header.is_none() && w.type_pointer.is_none() {
+                return Err(ConfigError(format!("webhook source {:?} needs type_header or type_pointer", w.source)));
+            }
+        }
+        if self.consumer.buffer_budget_bytes < self.consumer.max_batch_bytes {
+            return Err(ConfigError("consumer.buffer_budget_bytes must be at least consumer.max_batch_bytes".into()));
+        }
+        if self.stream.shards == 0 {
+            return Err(ConfigError("stream.shards must be at least 1".into()));
+        }
+        Ok(())
+    }
+
+    /// The warehouse URL, defaulting to a SQLite file in the data directory.
+    pub fn warehouse_url(&self) -> String {
+        if self.warehouse.url.is_empty() {
+            format!("sqlite://{}", self.data_dir.join("warehouse.db").display())
+        } else {
+            self.warehouse.url.clone()
+        }
+    }
+
+    pub fn flush_interval(&self) -> Duration {
+        Duration::from_millis(self.consumer.flush_interval_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    #[test]
+    fn defaults_need_no_file() {
+        Jail::expect_with(|_| {
+            let c = Config::load(None).unwrap();
+            assert_eq!(c, Config::default());
+            assert_eq!(c.warehouse_url(), "sqlite://microbatch-data/warehouse.db");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn file_then_environment_then_aliases() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "mb.toml",
+                r#"
+                data_dir = "/var/lib/mb"
+                [producer]
+                listen = "0.0.0.0:9000"
+                tokens = ["t1"]
+                [[producer.webhooks]]
+                source = "github"
+                scheme = "hub_signature"
+                secrets = ["s1"]
+                type_header = "X-GitHub-Event"
+                "#,
+            )?;
+            jail.set_env("MICROBATCH_PRODUCER__LISTEN", "127.0.0.1:7000");
+            jail.set_env("MICROBATCH_STREAM_NAME", "events");
+            jail.set_env("MICROBATCH_LOG_FORMAT", "json");
+            jail.set_env("MICROBATCH_TEST_DATABASE_URL", "postgres://ignored");
+            jail.set_env("MICROBATCH_WEBHOOK_SECRETS", r#"{"github": ["new", "old"]}"#);
+            let c = Config::load(Some(Path::new("mb.toml"))).unwrap();
+            assert_eq!(c.data_dir, PathBuf::from("/var/lib/mb"));
+            assert_eq!(c.producer.listen.to_string(), "127.0.0.1:7000");
+            assert_eq!(c.producer.tokens, ["t1"]);
+            assert_eq!(c.stream.name, "events");
+            assert_eq!(c.log.format, LogFormat::Json);
+            assert_eq!(c.producer.webhooks[0].secrets, ["new", "old"]);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        Jail::expect_with(|jail| {
+            jail.create_file("bad.toml", "[producer]
+listen = 5
+")?;
+            let err = Config::load(Some(Path::new("bad.toml"))).unwrap_err().to_string();
+            assert!(err.contains("listen"), "{err}");
+            jail.create_file("typo.toml", "[consumer]
+flush_intervall_ms = 5
+")?;
+            let err = Config::load(Some(Path::new("typo.toml"))).unwrap_err().to_string();
+            assert!(err.contains("flush_intervall_ms"), "{err}");
+            let err = Config::load(Some(Path::new("missing.toml"))).unwrap_err().to_string();
+            assert_eq!(err, "configuration: missing.toml does not exist");
+            jail.set_env("MICROBATCH_WEBHOOK_SECRETS", r#"{"nope": ["x"]}"#);
+            let err = Config::load(None).unwrap_err().to_string();
+            assert_eq!(err, "configuration: MICROBATCH_WEBHOOK_SECRETS names unknown webhook source \"nope\"");
+            Ok(())
+        });
+    }
+}

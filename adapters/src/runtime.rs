@@ -1,0 +1,75 @@
+//! The real clock and randomness behind core's `Clock` and `Entropy` ports.
+
+use std::future::Future;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use microbatch_core::event::{EventId, IdSource, uuid_v7};
+use microbatch_core::ports::{Clock, Entropy};
+use microbatch_core::time::Timestamp;
+
+/// Wall-clock time and tokio timers.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
+        Timestamp::from_micros(i64::try_from(since.as_micros()).unwrap_or(i64::MAX))
+    }
+
+    fn sleep_until(&self, deadline: Timestamp) -> impl Future<Output = ()> + Send {
+        let wait = deadline.saturating_since(self.now());
+        tokio::time::sleep(wait)
+    }
+}
+
+/// The operating system's random source.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OsEntropy;
+
+impl Entropy for OsEntropy {
+    fn unit(&self) -> f64 {
+        let mut b = [0u8; 8];
+        self.fill(&mut b);
+        (u64::from_le_bytes(b) >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn fill(&self, buf: &mut [u8]) {
+        getrandom::fill(buf).expect("the operating system's random source is available");
+    }
+}
+
+/// UUIDv7 event ids from the system clock and OS randomness.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OsIds;
+
+impl IdSource for OsIds {
+    fn next_id(&mut self, now: Timestamp) -> EventId {
+        let mut random = [0u8; 10];
+        OsEntropy.fill(&mut random);
+        uuid_v7(now, random)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_unique_and_time_ordered() {
+        let mut ids = OsIds;
+        let a = ids.next_id(Timestamp::from_millis(1));
+        let b = ids.next_id(Timestamp::from_millis(2));
+        assert!(a < b);
+        assert_ne!(ids.next_id(Timestamp::from_millis(3)), ids.next_id(Timestamp::from_millis(3)));
+    }
+
+    #[tokio::test]
+    async fn sleeps_until_the_deadline() {
+        let start = SystemClock.now();
+        SystemClock.sleep_until(start.saturating_add(Duration::from_millis(20))).await;
+        assert!(SystemClock.now() >= start.saturating_add(Duration::from_millis(20)));
+        let u = OsEntropy.unit();
+        assert!((0.0..1.0).contains(&u));
+    }
+}
