@@ -2,4 +2,5 @@
 
 pub mod catalog_dir;
 pub mod config;
+pub mod producer;
 pub mod runtime;

@@ -1,0 +1,243 @@
+//! The producer's HTTP service (axum + tower): the front door of the pipeline.
+//!
+//! - `POST /v1/events`: one JSON event, a JSON array of events, or NDJSON; bearer tokens.
+//! - `POST /v1/webhooks/{source}`: a third party's raw webhook, verified by its signature.
+//! - `GET /healthz` (alive), `GET /readyz` (accepting), `GET /metrics` (Prometheus),
+//!   `GET /openapi.json` (this API, described).
+//!
+//! `202 Accepted` is answered only once the core producer reports the events durable in the
+//! stream; every other answer means nothing of the request was accepted.
+
+pub mod error;
+pub mod ingest;
+pub mod webhook;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{MatchedPath, Path, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use metrics_exporter_prometheus::PrometheusHandle;
+use microbatch_core::catalog::Catalog;
+use microbatch_core::driver::{ProducerHandle, SubmitError};
+use microbatch_core::event::{Envelope, IdSource};
+use microbatch_core::ports::Clock;
+use serde_json::json;
+
+use crate::config::{ProducerConfig, WebhookConfig};
+use crate::runtime::{OsIds, SystemClock};
+use error::ApiError;
+use ingest::{BodyFormat, Limits};
+use webhook::Webhook;
+
+/// The OpenAPI document of this service, served and tested against the routes.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// What every handler shares.
+#[derive(Debug)]
+pub struct AppState {
+    pub catalog: Arc<Catalog>,
+    pub handle: ProducerHandle,
+    pub tokens: Vec<String>,
+    pub webhooks: HashMap<String, WebhookConfig>,
+    pub limits: Limits,
+    pub max_body_bytes: usize,
+    pub retry_after_secs: u64,
+    pub metrics: Option<PrometheusHandle>,
+    /// False while starting and once shutting down.
+    pub ready: AtomicBool,
+}
+
+impl AppState {
+    pub fn new(
+        catalog: Arc<Catalog>,
+        handle: ProducerHandle,
+        config: &ProducerConfig,
+        metrics: Option<PrometheusHandle>,
+    ) -> Self {
+        AppState {
+            catalog,
+            handle,
+            tokens: config.tokens.clone(),
+            webhooks: config.webhooks.iter().map(|w| (w.source.clone(), w.clone())).collect(),
+            limits: Limits { max_events: config.max_events_per_request, max_depth: config.max_json_depth },
+            max_body_bytes: config.max_body_bytes,
+            retry_after_secs: config.retry_after_secs,
+            metrics,
+            ready: AtomicBool::new(true),
+        }
+    }
+}
+
+/// The service's routes and layers.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/v1/events", post(post_events))
+        .route("/v1/webhooks/{source}", post(post_webhook))
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }))
+        .layer(axum::middleware::from_fn(record_request))
+        .layer(tower_http::catch_panic::CatchPanicLayer::new())
+        .with_state(state)
+}
+
+/// Requests, errors and latency by route: the producer's key indicators.
+async fn record_request(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("microbatch_http_requests_total", "route" => route.clone(), "status" => status).increment(1);
+    metrics::histogram!("microbatch_http_request_duration_seconds", "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+async fn read_body(body: Body, limit: usize) -> Result<axum::body::Bytes, ApiError> {
+    axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| ApiError::too_large(format!("the body is larger than {limit} bytes")))
+}
+
+fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    if state.tokens.is_empty() {
+        return Ok(());
+    }
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer <token>"))?;
+    // Constant-time per token, so the comparison leaks nothing about a token's prefix.
+    let ok = state.tokens.iter().any(|t| constant_time_eq(t.as_bytes(), presented.as_bytes()));
+    if ok { Ok(()) } else { Err(ApiError::unauthorized("the bearer token is not valid")) }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn rejected(event_type: &str, reason: &'static str, n: usize) {
+    metrics::counter!("microbatch_events_rejected_total", "event_type" => event_type.to_owned(), "reason" => reason)
+        .increment(n as u64);
+}
+
+async fn submit(state: &AppState, events: Vec<Envelope>) -> Result<Response, ApiError> {
+    let ids: Vec<String> = events.iter().map(|e| e.id.to_string()).collect();
+    let mut by_type: HashMap<String, u64> = HashMap::new();
+    for e in &events {
+        *by_type.entry(e.event_type.clone()).or_default() += 1;
+    }
+    match state.handle.submit(events).await {
+        Ok(()) => {
+            for (t, n) in by_type {
+                metrics::counter!("microbatch_events_accepted_total", "event_type" => t).increment(n);
+            }
+            Ok((StatusCode::ACCEPTED, Json(json!({"accepted": ids.len(), "ids": ids}))).into_response())
+        }
+        Err(e) => {
+            for t in by_type.keys() {
+                rejected(t, "not_durable", 1);
+            }
+            Err(match e {
+                SubmitError::Overloaded => {
+                    metrics::counter!("microbatch_backpressure_total").increment(1);
+                    ApiError::overloaded(state.retry_after_secs)
+                }
+                SubmitError::TooLarge(m) => ApiError::too_large(m),
+                SubmitError::Closed | SubmitError::Failed(_) => {
+                    let mut err = ApiError::overloaded(state.retry_after_secs);
+                    err.message = format!("{e}; nothing was accepted, retry");
+                    err
+                }
+            })
+        }
+    }
+}
+
+async fn post_events(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+    authorize(&state, &headers)?;
+    let format = BodyFormat::from_content_type(headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()))?;
+    let bytes = read_body(body, state.max_body_bytes).await?;
+    let now = SystemClock.now();
+    let events = ingest::parse_events(&bytes, format, state.limits, &state.catalog, &mut OsIds, "api", now)
+        .inspect_err(|e| {
+            for p in &e.problems {
+                rejected("unknown", e.code, usize::from(p.event.is_some()));
+            }
+        })?;
+    submit(&state, events).await
+}
+
+async fn post_webhook(
+    State(state): State<Arc<AppState>>,
+    Path(source): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let config = state.webhooks.get(&source).ok_or_else(|| {
+        ApiError::new(StatusCode::NOT_FOUND, "unknown_source", format!("no webhook source {source:?} is configured"))
+    })?;
+    let bytes = read_body(body, state.max_body_bytes).await?;
+    let now = SystemClock.now();
+    webhook::verify(config, &headers, &bytes, now)?;
+    if ingest::json_depth(std::str::from_utf8(&bytes).unwrap_or("")) > state.limits.max_depth {
+        return Err(ApiError::malformed(format!("JSON nests deeper than {} levels", state.limits.max_depth)));
+    }
+    let catalog = &state.catalog;
+    match webhook::to_event(config, &headers, &bytes, |t| catalog.event_type(t).is_some(), now)? {
+        Webhook::Ignored { event_type } => {
+            rejected(&event_type, "unknown_type", 1);
+            Ok((StatusCode::OK, Json(json!({"ignored": event_type, "reason": "not in the catalog"}))).into_response())
+        }
+        Webhook::Event(mut event) => {
+            if event.id.as_str().is_empty() {
+                event.id = OsIds.next_id(now);
+            }
+            if let Some(schema) = catalog.event_type(&event.event_type).and_then(|d| d.schema.as_ref()) {
+                let value: serde_json::Value = serde_json::from_str(event.payload_json())
+                    .map_err(|e| ApiError::malformed(format!("body is not valid JSON: {e}")))?;
+                let problems: Vec<error::Problem> = schema
+                    .iter_errors(&value)
+                    .take(20)
+                    .map(|e| error::Problem::new(e.to_string()).field(e.instance_path().to_string()))
+                    .collect();
+                if !problems.is_empty() {
+                    rejected(&event.event_type, "schema", 1);
+                    return Err(ApiError::invalid(problems));
+                }
+            }
+            submit(&state, vec![*event]).await
+        }
+    }
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    if state.ready.load(Ordering::Acquire) {
+        Json(json!({"status": "ready", "pending_events": state.handle.pending()})).into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "not ready"}))).into_response()
+    }
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    match &state.metrics {
+        Some(handle) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render()).into_response(),
+        None => (StatusCode::NOT_FOUND, "metrics are not enabled").into_response(),
+    }
+}
+
+/// How long a graceful shutdown waits for in-flight requests.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
