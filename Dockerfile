@@ -41,12 +41,18 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
 FROM gcr.io/distroless/cc-debian12:nonroot AS runtime
 
 COPY --from=build /out/microbatch /usr/local/bin/microbatch
+# The catalog (event type -> tables and columns) the services read from
+# MICROBATCH_CATALOG__DIR. These are the examples; a deployment bakes its own:
+#   FROM microbatch:TAG
+#   COPY my-catalog/ /etc/microbatch/catalog/
+COPY examples/catalog/ /etc/microbatch/catalog/
 
 # distroless "nonroot" (65532). ECS mounts a writable /tmp; the root file
 # system is read-only in the task definitions.
 USER 65532:65532
-ENV MICROBATCH_LOG_FORMAT=json
-# The producer's port (MICROBATCH_LISTEN_ADDR=0.0.0.0:8080 in ECS).
+ENV MICROBATCH_CATALOG__DIR=/etc/microbatch/catalog \
+    MICROBATCH_LOG_FORMAT=json
+# The producer's port (MICROBATCH_PRODUCER__LISTEN=0.0.0.0:8080 in ECS).
 EXPOSE 8080
 
 # No HEALTHCHECK: the image has no shell or curl. ECS checks the producer

@@ -28,6 +28,7 @@ pub struct Config {
     pub store: StoreConfig,
     pub queue: QueueConfig,
     pub warehouse: WarehouseConfig,
+    pub leases: LeasesConfig,
     pub consumer: ConsumerConfig,
     pub importer: ImporterConfig,
     pub log: LogConfig,
@@ -43,6 +44,7 @@ impl Default for Config {
             store: StoreConfig::default(),
             queue: QueueConfig::default(),
             warehouse: WarehouseConfig::default(),
+            leases: LeasesConfig::default(),
             consumer: ConsumerConfig::default(),
             importer: ImporterConfig::default(),
             log: LogConfig::default(),
@@ -255,15 +257,32 @@ impl Default for QueueConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct WarehouseConfig {
-    /// `sqlite://path` (default: a file in the data directory), `postgres://…`.
+    /// `sqlite://path` (default: a file in the data directory), `postgres://…`, or
+    /// `redshift://user:pass@host:5439/db` (with the AWS adapters).
     pub url: String,
     /// PostgreSQL schema for the tables and the manifest.
     pub schema: String,
+    /// The IAM role Redshift's COPY assumes to read the bucket.
+    pub iam_role: String,
 }
 
 impl Default for WarehouseConfig {
     fn default() -> Self {
-        WarehouseConfig { url: String::new(), schema: "public".into() }
+        WarehouseConfig { url: String::new(), schema: "public".into(), iam_role: String::new() }
+    }
+}
+
+/// Where leases and checkpoints live: the local SQLite file, or a DynamoDB table (KCL schema).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LeasesConfig {
+    /// DynamoDB table name (AWS deployments).
+    pub table: String,
+}
+
+impl Default for LeasesConfig {
+    fn default() -> Self {
+        LeasesConfig { table: String::new() }
     }
 }
 
@@ -350,6 +369,8 @@ const ALIASES: &[(&str, &str)] = &[
     ("QUEUE_URL", "queue.url"),
     ("DLQ_URL", "queue.dlq_url"),
     ("WAREHOUSE_URL", "warehouse.url"),
+    ("LEASE_TABLE", "leases.table"),
+    ("REDSHIFT_IAM_ROLE", "warehouse.iam_role"),
     ("LOG_FORMAT", "log.format"),
     ("METRICS", "log.metrics"),
 ];
@@ -471,10 +492,13 @@ mod tests {
             jail.set_env("MICROBATCH_LOG_FORMAT", "json");
             jail.set_env("MICROBATCH_TEST_DATABASE_URL", "postgres://ignored");
             jail.set_env("MICROBATCH_WEBHOOK_SECRETS", r#"{"github": ["new", "old"]}"#);
+            jail.set_env("MICROBATCH_PRODUCER__TOKENS", r#"["tok-a", "tok-b"]"#);
+            jail.set_env("MICROBATCH_LEASE_TABLE", "leases");
             let c = Config::load(Some(Path::new("mb.toml"))).unwrap();
             assert_eq!(c.data_dir, PathBuf::from("/var/lib/mb"));
             assert_eq!(c.producer.listen.to_string(), "127.0.0.1:7000");
-            assert_eq!(c.producer.tokens, ["t1"]);
+            assert_eq!(c.producer.tokens, ["tok-a", "tok-b"], "a JSON array from a secret");
+            assert_eq!(c.leases.table, "leases");
             assert_eq!(c.stream.name, "events");
             assert_eq!(c.log.format, LogFormat::Json);
             assert_eq!(c.producer.webhooks[0].secrets, ["new", "old"]);

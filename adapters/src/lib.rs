@@ -4,3 +4,4 @@ pub mod catalog_dir;
 pub mod config;
 pub mod producer;
 pub mod runtime;
+pub mod telemetry;

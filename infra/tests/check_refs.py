@@ -277,7 +277,15 @@ class Collector:
                             f"{self.file}:{first_line(attr)}: module {labels[0]!r}: blocks of type {bkind!r} are not expected here"
                         )
                 self.declare(self.module.modules, "module call", labels[0], item, source=source, args=args)
-            elif kind in ("provider", "check", "import"):
+            elif kind == "check":
+                # A check block may declare scoped data sources for its assertions.
+                for nested in body_items(inner):
+                    if nested.data == "block":
+                        nkind, nlabels, _ = block_parts(nested)
+                        if nkind == "data" and len(nlabels) == 2:
+                            self.declare(self.module.data, "data source", f"{nlabels[0]}.{nlabels[1]}", nested)
+                self.walk_body(inner, ctx)
+            elif kind in ("provider", "import"):
                 self.walk_body(inner, ctx)
             elif kind in ("terraform", "moved", "removed"):
                 continue

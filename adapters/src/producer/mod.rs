@@ -98,10 +98,15 @@ async fn record_request(request: Request, next: Next) -> Response {
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let started = Instant::now();
     let response = next.run(request).await;
-    let status = response.status().as_u16().to_string();
-    metrics::counter!("microbatch_http_requests_total", "route" => route.clone(), "status" => status).increment(1);
-    metrics::histogram!("microbatch_http_request_duration_seconds", "route" => route)
-        .record(started.elapsed().as_secs_f64());
+    let code = response.status().as_u16();
+    let elapsed = started.elapsed();
+    metrics::counter!("microbatch_http_requests_total", "route" => route.clone(), "status" => code.to_string()).increment(1);
+    metrics::histogram!("microbatch_http_request_duration_seconds", "route" => route).record(elapsed.as_secs_f64());
+    crate::telemetry::emf_count("produce", "HttpRequests", 1.0);
+    if code >= 500 {
+        crate::telemetry::emf_count("produce", "Http5xx", 1.0);
+    }
+    crate::telemetry::emf_value("produce", "HttpLatencyMillis", "Milliseconds", elapsed.as_secs_f64() * 1000.0);
     response
 }
 
@@ -145,6 +150,7 @@ async fn submit(state: &AppState, events: Vec<Envelope>) -> Result<Response, Api
             for (t, n) in by_type {
                 metrics::counter!("microbatch_events_accepted_total", "event_type" => t).increment(n);
             }
+            crate::telemetry::emf_count("produce", "EventsAccepted", ids.len() as f64);
             Ok((StatusCode::ACCEPTED, Json(json!({"accepted": ids.len(), "ids": ids}))).into_response())
         }
         Err(e) => {
@@ -154,6 +160,7 @@ async fn submit(state: &AppState, events: Vec<Envelope>) -> Result<Response, Api
             Err(match e {
                 SubmitError::Overloaded => {
                     metrics::counter!("microbatch_backpressure_total").increment(1);
+                    crate::telemetry::emf_count("produce", "Backpressure", 1.0);
                     ApiError::overloaded(state.retry_after_secs)
                 }
                 SubmitError::TooLarge(m) => ApiError::too_large(m),

@@ -109,6 +109,7 @@ module "services" {
   name               = var.name
   image              = "${aws_ecr_repository.microbatch.repository_url}:${var.image_tag}"
   cpu_architecture   = var.cpu_architecture
+  config_file        = var.config_file
   vpc_id             = var.vpc_id
   private_subnet_ids = var.private_subnet_ids
 
@@ -134,6 +135,9 @@ module "services" {
   queue_arn          = module.batch_store.queue_arn
   dlq_url            = module.batch_store.dlq_url
   dlq_arn            = module.batch_store.dlq_arn
+
+  queue_visibility_timeout_seconds = module.batch_store.visibility_timeout_seconds
+  queue_max_receive_count          = module.batch_store.max_receive_count
 
   lease_table_name        = module.lease_table.name
   lease_table_arn         = module.lease_table.arn

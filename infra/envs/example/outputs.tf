@@ -78,8 +78,13 @@ output "redshift_data_api_args" {
 }
 
 output "webhook_secret_arn" {
-  description = "MICROBATCH_WEBHOOK_SECRETS: put the senders' secrets into this secret."
+  description = "MICROBATCH_WEBHOOK_SECRETS: put the webhook senders' signing secrets into this secret."
   value       = module.services.webhook_secret_arn
+}
+
+output "api_tokens_secret_arn" {
+  description = "MICROBATCH_PRODUCER__TOKENS: bearer tokens of POST /v1/events."
+  value       = module.services.api_tokens_secret_arn
 }
 
 output "ecs_cluster_name" {

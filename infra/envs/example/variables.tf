@@ -47,9 +47,19 @@ variable "ingress_cidr_blocks" {
 }
 
 variable "image_tag" {
-  description = "Tag of the microbatch image in the environment's ECR repository (push it before the services can start)."
+  description = "Tag of the microbatch image in the environment's ECR repository (push it before the services can start). Tags are immutable there, so every build gets a new one."
   type        = string
-  default     = "latest"
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$", var.image_tag)) && var.image_tag != "latest"
+    error_message = "image_tag must be a valid image tag other than latest (tags are immutable in the repository)."
+  }
+}
+
+variable "config_file" {
+  description = "Path of a TOML configuration file baked into the image (MICROBATCH_CONFIG), e.g. declaring the webhook sources; null: environment only."
+  type        = string
+  default     = null
 }
 
 variable "cpu_architecture" {

@@ -19,7 +19,7 @@ terraform {
   #   key          = "microbatch/example.tfstate"
   #   region       = "eu-west-1"
   #   encrypt      = true
-  #   use_lockfile = true
+  #   use_lockfile = true    # Terraform >= 1.10; before: dynamodb_table = "terraform-locks"
   # }
 }
 

@@ -193,6 +193,13 @@ resource "aws_s3_bucket_lifecycle_configuration" "this" {
   }
 
   depends_on = [aws_s3_bucket_versioning.this]
+
+  lifecycle {
+    precondition {
+      condition     = var.loads_expiration_days * 86400 > var.dlq_message_retention_seconds
+      error_message = "loads_expiration_days must outlast the dead-letter queue's retention, or a replayed message could find its batch expired."
+    }
+  }
 }
 
 ################################################################################

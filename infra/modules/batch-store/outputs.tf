@@ -43,6 +43,11 @@ output "visibility_timeout_seconds" {
   value       = aws_sqs_queue.this.visibility_timeout_seconds
 }
 
+output "max_receive_count" {
+  description = "maxReceiveCount of the load queue's redrive policy."
+  value       = var.max_receive_count
+}
+
 output "dlq_url" {
   description = "URL of the dead-letter queue (MICROBATCH_DLQ_URL)."
   value       = aws_sqs_queue.dlq.url

@@ -43,13 +43,13 @@ resource "aws_iam_role_policy_attachment" "execution" {
 
 data "aws_iam_policy_document" "execution_produce" {
   statement {
-    sid       = "ReadWebhookSecrets"
+    sid       = "ReadProducerSecrets"
     actions   = ["secretsmanager:GetSecretValue"]
-    resources = [aws_secretsmanager_secret.webhook.arn]
+    resources = [aws_secretsmanager_secret.webhook.arn, aws_secretsmanager_secret.api_tokens.arn]
   }
 
   statement {
-    sid       = "DecryptWebhookSecrets"
+    sid       = "DecryptProducerSecrets"
     actions   = ["kms:Decrypt"]
     resources = [aws_kms_key.this.arn]
 

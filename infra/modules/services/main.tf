@@ -13,33 +13,51 @@ locals {
 
   # Every service: JSON logs with CloudWatch Embedded Metric Format lines
   # (namespace Microbatch, dimension Service), see docs/METRICS.md.
-  common_environment = {
-    AWS_REGION            = local.region
-    MICROBATCH_LOG_FORMAT = "json"
-    MICROBATCH_METRICS    = "emf"
-  }
+  # MICROBATCH_<SECTION>__<KEY> names are the binary's generic settings
+  # (adapters/src/config.rs); the others are the deployment's aliases.
+  common_environment = merge(
+    {
+      AWS_REGION              = local.region
+      MICROBATCH_CATALOG__DIR = var.catalog_dir
+      # The only writable place: the root file system is read-only.
+      MICROBATCH_DATA_DIR   = "/tmp/microbatch"
+      MICROBATCH_LOG_FORMAT = "json"
+      MICROBATCH_METRICS    = "emf"
+    },
+    var.config_file == null ? {} : { MICROBATCH_CONFIG = var.config_file },
+  )
 
   environment = {
     produce = {
-      MICROBATCH_STREAM_NAME = var.stream_name
-      MICROBATCH_LISTEN_ADDR = "0.0.0.0:${var.producer_port}"
+      MICROBATCH_STREAM__KIND     = "kinesis"
+      MICROBATCH_STREAM_NAME      = var.stream_name
+      MICROBATCH_PRODUCER__LISTEN = "0.0.0.0:${var.producer_port}"
     }
     consume = {
-      MICROBATCH_STREAM_NAME = var.stream_name
-      MICROBATCH_BUCKET      = var.bucket_name
-      MICROBATCH_LEASE_TABLE = var.lease_table_name
+      MICROBATCH_STREAM__KIND = "kinesis"
+      MICROBATCH_STREAM_NAME  = var.stream_name
+      MICROBATCH_STORE__KIND  = "s3"
+      MICROBATCH_BUCKET       = var.bucket_name
+      MICROBATCH_LEASE_TABLE  = var.lease_table_name
     }
     import = {
-      MICROBATCH_BUCKET            = var.bucket_name
-      MICROBATCH_QUEUE_URL         = var.queue_url
-      MICROBATCH_DLQ_URL           = var.dlq_url
-      MICROBATCH_REDSHIFT_IAM_ROLE = var.redshift_copy_role_arn
+      MICROBATCH_STORE__KIND            = "s3"
+      MICROBATCH_BUCKET                 = var.bucket_name
+      MICROBATCH_QUEUE__KIND            = "sqs"
+      MICROBATCH_QUEUE_URL              = var.queue_url
+      MICROBATCH_DLQ_URL                = var.dlq_url
+      MICROBATCH_QUEUE__VISIBILITY_SECS = tostring(var.queue_visibility_timeout_seconds)
+      MICROBATCH_QUEUE__MAX_RECEIVES    = tostring(var.queue_max_receive_count)
+      MICROBATCH_REDSHIFT_IAM_ROLE      = var.redshift_copy_role_arn
     }
   }
 
   # Injected by ECS from Secrets Manager at task start; never in the task definition.
   secrets = {
-    produce = { MICROBATCH_WEBHOOK_SECRETS = aws_secretsmanager_secret.webhook.arn }
+    produce = {
+      MICROBATCH_WEBHOOK_SECRETS  = aws_secretsmanager_secret.webhook.arn
+      MICROBATCH_PRODUCER__TOKENS = aws_secretsmanager_secret.api_tokens.arn
+    }
     consume = {}
     import  = { MICROBATCH_WAREHOUSE_URL = var.warehouse_url_secret_value_from }
   }
@@ -97,27 +115,48 @@ resource "aws_kms_alias" "this" {
 }
 
 ################################################################################
-# Webhook secrets
+# Producer secrets: webhook signing secrets and API tokens
 ################################################################################
 
-resource "random_password" "webhook" {
-  length  = 48
-  special = false
-}
-
+# Webhook sources (path /v1/webhooks/<source>, signature scheme) are declared in
+# the configuration file; this secret holds their signing secrets, a JSON
+# object source -> [secret, ...]. It starts empty (no webhook source); put your
+# senders' secrets in (docs/DEPLOY.md). Terraform does not overwrite them.
 resource "aws_secretsmanager_secret" "webhook" {
   name                    = "${var.name}/webhook-secrets"
-  description             = "Webhook secrets of the ${var.name} producer (MICROBATCH_WEBHOOK_SECRETS): a JSON object, source name -> shared secret"
+  description             = "Webhook signing secrets of the ${var.name} producer (MICROBATCH_WEBHOOK_SECRETS): JSON object, source -> [secret, ...]"
   kms_key_id              = aws_kms_key.this.arn
   recovery_window_in_days = var.secret_recovery_window_in_days
   tags                    = var.tags
 }
 
-# A first value so the producer starts; replace it with your senders' secrets
-# (docs/DEPLOY.md). Terraform does not overwrite later versions.
 resource "aws_secretsmanager_secret_version" "webhook" {
   secret_id     = aws_secretsmanager_secret.webhook.id
-  secret_string = jsonencode({ default = random_password.webhook.result })
+  secret_string = jsonencode({})
+
+  lifecycle {
+    ignore_changes = [secret_string]
+  }
+}
+
+# Bearer tokens accepted on POST /v1/events, a JSON array. Starts with one
+# generated token; add and remove tokens out of band (docs/DEPLOY.md).
+resource "random_password" "api_token" {
+  length  = 48
+  special = false
+}
+
+resource "aws_secretsmanager_secret" "api_tokens" {
+  name                    = "${var.name}/api-tokens"
+  description             = "Bearer tokens of the ${var.name} producer's /v1/events (MICROBATCH_PRODUCER__TOKENS): JSON array of strings"
+  kms_key_id              = aws_kms_key.this.arn
+  recovery_window_in_days = var.secret_recovery_window_in_days
+  tags                    = var.tags
+}
+
+resource "aws_secretsmanager_secret_version" "api_tokens" {
+  secret_id     = aws_secretsmanager_secret.api_tokens.id
+  secret_string = jsonencode([random_password.api_token.result])
 
   lifecycle {
     ignore_changes = [secret_string]

@@ -63,8 +63,13 @@ output "target_group_arn_suffix" {
 }
 
 output "webhook_secret_arn" {
-  description = "ARN of the webhook secrets (MICROBATCH_WEBHOOK_SECRETS); put your senders' secrets into it."
+  description = "ARN of the webhook signing secrets (MICROBATCH_WEBHOOK_SECRETS); put your senders' secrets into it."
   value       = aws_secretsmanager_secret.webhook.arn
+}
+
+output "api_tokens_secret_arn" {
+  description = "ARN of the bearer tokens of POST /v1/events (MICROBATCH_PRODUCER__TOKENS)."
+  value       = aws_secretsmanager_secret.api_tokens.arn
 }
 
 output "environment" {

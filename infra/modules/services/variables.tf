@@ -18,6 +18,28 @@ variable "image" {
   }
 }
 
+variable "catalog_dir" {
+  description = "Folder of catalog TOML files inside the image (MICROBATCH_CATALOG__DIR). The Dockerfile puts examples/catalog there; bake your own catalog into a derived image."
+  type        = string
+  default     = "/etc/microbatch/catalog"
+
+  validation {
+    condition     = startswith(var.catalog_dir, "/")
+    error_message = "catalog_dir must be an absolute path inside the image."
+  }
+}
+
+variable "config_file" {
+  description = "Path of a TOML configuration file inside the image (MICROBATCH_CONFIG), e.g. one declaring the webhook sources; null: environment only."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.config_file == null ? true : startswith(var.config_file, "/")
+    error_message = "config_file must be null or an absolute path inside the image."
+  }
+}
+
 variable "cpu_architecture" {
   description = "CPU architecture the image was built for: X86_64 or ARM64 (Graviton)."
   type        = string
@@ -116,7 +138,7 @@ variable "web_acl_arn" {
 }
 
 variable "producer_port" {
-  description = "Port the producer listens on inside the task (MICROBATCH_LISTEN_ADDR=0.0.0.0:<port>)."
+  description = "Port the producer listens on inside the task (MICROBATCH_PRODUCER__LISTEN=0.0.0.0:<port>)."
   type        = number
   default     = 8080
 
@@ -247,6 +269,26 @@ variable "queue_url" {
 variable "queue_arn" {
   description = "ARN of the load queue."
   type        = string
+}
+
+variable "queue_visibility_timeout_seconds" {
+  description = "Visibility timeout of the load queue, so the importer knows how long a received message stays hidden (MICROBATCH_QUEUE__VISIBILITY_SECS)."
+  type        = number
+
+  validation {
+    condition     = var.queue_visibility_timeout_seconds >= 0 && var.queue_visibility_timeout_seconds <= 43200
+    error_message = "queue_visibility_timeout_seconds must be between 0 and 43200."
+  }
+}
+
+variable "queue_max_receive_count" {
+  description = "maxReceiveCount of the load queue's redrive policy (MICROBATCH_QUEUE__MAX_RECEIVES)."
+  type        = number
+
+  validation {
+    condition     = var.queue_max_receive_count >= 1 && var.queue_max_receive_count <= 1000
+    error_message = "queue_max_receive_count must be between 1 and 1000."
+  }
 }
 
 variable "dlq_url" {
