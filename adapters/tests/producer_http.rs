@@ -12,11 +12,44 @@ use microbatch_adapters::producer::{AppState, OPENAPI, router};
 use microbatch_adapters::runtime::{OsEntropy, SystemClock};
 use microbatch_core::catalog::Catalog;
 use microbatch_core::driver::{Producer, ProducerConfig};
-use microbatch_core::ports::{Clock, NoObserver};
-use microbatch_sim::clock::VirtualClock;
-use microbatch_sim::world::MemStream;
+use microbatch_core::kpl::HashKeyRange;
+use microbatch_core::ports::{Clock, NoObserver, PortError, PutAck, PutRecord, ShardInfo, StreamWriter};
+use microbatch_core::position::{SequenceNumber, ShardId};
+use std::sync::Mutex;
 use serde_json::Value;
 use tower::ServiceExt;
+
+/// A one-shard stream that keeps what is put, to check that 202 comes after the put.
+#[derive(Default)]
+struct MemStream {
+    records: Mutex<Vec<PutRecord>>,
+}
+
+impl MemStream {
+    fn record_count(&self) -> usize {
+        self.records.lock().unwrap().len()
+    }
+}
+
+impl StreamWriter for MemStream {
+    async fn shards(&self) -> Result<Vec<ShardInfo>, PortError> {
+        let id = ShardId::new("shardId-000000000000");
+        Ok(vec![ShardInfo { id, parent: None, adjacent_parent: None, range: HashKeyRange::FULL, closed: false }])
+    }
+
+    async fn put_records(&self, records: Vec<PutRecord>) -> Result<Vec<Result<PutAck, PortError>>, PortError> {
+        let mut all = self.records.lock().unwrap();
+        let acks = records
+            .iter()
+            .enumerate()
+            .map(|(i, _)| {
+                Ok(PutAck { shard: ShardId::new("shardId-000000000000"), seq: SequenceNumber::from_u128((all.len() + i) as u128) })
+            })
+            .collect();
+        all.extend(records);
+        Ok(acks)
+    }
+}
 
 fn catalog() -> Arc<Catalog> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/catalog");
@@ -25,7 +58,7 @@ fn catalog() -> Arc<Catalog> {
 
 /// A router over a producer running on an in-memory stream (leaked: it lives for the test).
 async fn app(config: HttpConfig) -> (axum::Router, &'static MemStream) {
-    let stream: &'static MemStream = Box::leak(Box::new(MemStream::new(VirtualClock::default(), 2)));
+    let stream: &'static MemStream = Box::leak(Box::default());
     let (producer, handle) = Producer::start(stream, &SystemClock, &OsEntropy, &NoObserver, ProducerConfig {
         max_pending_events: config.max_pending_events,
         ..ProducerConfig::default()
@@ -104,7 +137,7 @@ async fn bearer_tokens_guard_the_events_route() {
 #[tokio::test]
 async fn overload_answers_503_with_retry_after() {
     // A producer that never runs: the first request waits, pending is at the limit of 1.
-    let stream: &'static MemStream = Box::leak(Box::new(MemStream::new(VirtualClock::default(), 1)));
+    let stream: &'static MemStream = Box::leak(Box::default());
     let (producer, handle) = Producer::start(stream, &SystemClock, &OsEntropy, &NoObserver, ProducerConfig { max_pending_events: 1, ..ProducerConfig::default() }).await.unwrap();
     let config = HttpConfig { retry_after_secs: 3, ..HttpConfig::default() };
     let app = router(Arc::new(AppState::new(catalog(), handle, &config, None)));

@@ -1,0 +1,214 @@
+//! Wiring: the three services over whichever ports the configuration names, with graceful
+//! shutdown in the order that keeps the contracts (the HTTP server stops taking requests, the
+//! producer makes every accepted event durable, the consumer flushes and checkpoints, the importer
+//! finishes the load in hand).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use metrics_exporter_prometheus::PrometheusHandle;
+use microbatch_core::batcher::BatchPolicy;
+use microbatch_core::catalog::Catalog;
+use microbatch_core::driver::{Consumer, ConsumerConfig, Importer, ImporterConfig, Producer, ProducerConfig};
+use microbatch_core::import::Backoff;
+use microbatch_core::kpl::AggregatorConfig;
+use microbatch_core::ports::{LeaseStore, ObjectStore, Queue, StreamReader, StreamWriter, Warehouse};
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::producer::{AppState, router};
+use crate::runtime::{OsEntropy, SystemClock};
+use crate::telemetry::MetricsObserver;
+
+/// A shutdown signal that many tasks can wait on.
+#[derive(Debug, Clone)]
+pub struct Shutdown {
+    tx: Arc<watch::Sender<bool>>,
+    rx: watch::Receiver<bool>,
+}
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        let (tx, rx) = watch::channel(false);
+        Shutdown { tx: Arc::new(tx), rx }
+    }
+}
+
+impl Shutdown {
+    pub fn trigger(&self) {
+        let _ = self.tx.send(true);
+    }
+
+    /// Resolves once [`trigger`](Self::trigger) was called.
+    pub fn wait(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut rx = self.rx.clone();
+        async move {
+            let _ = rx.wait_for(|stopped| *stopped).await;
+        }
+    }
+
+    /// Triggers on SIGINT or SIGTERM.
+    pub fn on_signals(&self) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let ctrl_c = tokio::signal::ctrl_c();
+            #[cfg(unix)]
+            {
+                let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("SIGTERM handler installs");
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            #[cfg(not(unix))]
+            let _ = ctrl_c.await;
+            tracing::info!("shutting down");
+            this.trigger();
+        });
+    }
+}
+
+/// The core producer's settings from the configuration.
+pub fn producer_config(config: &Config) -> ProducerConfig {
+    ProducerConfig {
+        aggregator: AggregatorConfig {
+            linger: Duration::from_millis(config.producer.linger_ms),
+            ..AggregatorConfig::default()
+        },
+        max_pending_events: config.producer.max_pending_events,
+        ..ProducerConfig::default()
+    }
+}
+
+/// The core consumer's settings from the configuration.
+pub fn consumer_config(config: &Config) -> ConsumerConfig {
+    let c = &config.consumer;
+    let owner = if c.worker_id.is_empty() {
+        format!("{}-{}", hostname(), std::process::id())
+    } else {
+        c.worker_id.clone()
+    };
+    ConsumerConfig {
+        owner,
+        batch: BatchPolicy {
+            max_rows: c.max_batch_rows,
+            max_bytes: c.max_batch_bytes,
+            max_age: Duration::from_millis(c.flush_interval_ms),
+            budget_bytes: c.buffer_budget_bytes,
+        },
+        read_limit: c.read_limit,
+        idle_poll: Duration::from_millis(c.idle_poll_ms),
+        max_inflight_writes: c.max_inflight_writes,
+        ..ConsumerConfig::default()
+    }
+}
+
+/// The core importer's settings from the configuration.
+pub fn importer_config(config: &Config) -> ImporterConfig {
+    let c = &config.importer;
+    ImporterConfig {
+        receive_wait: Duration::from_millis(c.receive_wait_ms),
+        backoff: Backoff::new(
+            Duration::from_millis(c.backoff_base_ms),
+            Duration::from_millis(c.backoff_cap_ms),
+            c.max_attempts,
+        ),
+        ..ImporterConfig::default()
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "worker".into())
+}
+
+/// Serves the producer until `shutdown`, then drains: returns once every accepted event is
+/// durable. `bound` receives the listening address (port 0 picks a free one).
+pub async fn serve_producer<S: StreamWriter + 'static>(
+    config: &Config,
+    catalog: Arc<Catalog>,
+    stream: &'static S,
+    metrics: Option<PrometheusHandle>,
+    shutdown: Shutdown,
+    bound: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
+) -> anyhow::Result<()> {
+    static OBSERVER: MetricsObserver = MetricsObserver { service: "produce" };
+    let (producer, handle) = Producer::start(stream, &SystemClock, &OsEntropy, &OBSERVER, producer_config(config))
+        .await
+        .context("the producer cannot read the stream's shards")?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let driver = tokio::spawn(producer.run(async {
+        let _ = stop_rx.await;
+    }));
+    let state = Arc::new(AppState::new(catalog, handle, &config.producer, metrics));
+    let listener = tokio::net::TcpListener::bind(config.producer.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.producer.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "producer listening");
+    if let Some(tx) = bound {
+        let _ = tx.send(addr);
+    }
+    let app = router(state.clone());
+    let stopping = {
+        let state = state.clone();
+        let wait = shutdown.wait();
+        async move {
+            wait.await;
+            state.ready.store(false, std::sync::atomic::Ordering::Release);
+        }
+    };
+    axum::serve(listener, app).with_graceful_shutdown(stopping).await.context("the HTTP server failed")?;
+    let _ = stop_tx.send(());
+    driver.await.context("the producer driver panicked")?;
+    tracing::info!("producer stopped; every accepted event is durable");
+    Ok(())
+}
+
+/// Runs the consumer until `shutdown`, then flushes, checkpoints and releases its leases.
+#[allow(clippy::too_many_arguments)]
+pub async fn run_consumer<R, O, L>(
+    config: &Config,
+    catalog: &Catalog,
+    reader: &R,
+    store: &O,
+    leases: &L,
+    shutdown: Shutdown,
+) -> anyhow::Result<()>
+where
+    R: StreamReader,
+    O: ObjectStore,
+    L: LeaseStore,
+{
+    static OBSERVER: MetricsObserver = MetricsObserver { service: "consume" };
+    let consumer = Consumer::new(reader, store, leases, &SystemClock, &OsEntropy, &OBSERVER, catalog, consumer_config(config))?;
+    consumer.run(shutdown.wait()).await?;
+    tracing::info!("consumer stopped; buffers flushed and checkpointed");
+    Ok(())
+}
+
+/// Migrates the warehouse, then imports until `shutdown`.
+pub async fn run_importer<Q, O, W>(
+    config: &Config,
+    catalog: &Catalog,
+    queue: &Q,
+    store: &O,
+    warehouse: &W,
+    shutdown: Shutdown,
+) -> anyhow::Result<()>
+where
+    Q: Queue,
+    O: ObjectStore,
+    W: Warehouse,
+{
+    static OBSERVER: MetricsObserver = MetricsObserver { service: "import" };
+    let importer =
+        Importer::start(queue, store, warehouse, &SystemClock, &OsEntropy, &OBSERVER, catalog, importer_config(config))
+            .await?;
+    importer.run(shutdown.wait()).await?;
+    tracing::info!("importer stopped");
+    Ok(())
+}
