@@ -88,9 +88,10 @@ fn event(kind: u64, i: u64, run: &str, rng: &mut Rng) -> Value {
 const PLANS: [&str; 3] = ["free", "pro", ""];
 
 fn stripe_webhook(i: u64, run: &str, now_secs: i64, rng: &mut Rng) -> Request {
-    let refunded = i % 4 == 3;
+    // Every third charge is refunded (i counts stripe webhooks only, so the mix holds).
+    let refunded = i % 3 == 2;
     let body = if refunded {
-        json!({"id": format!("evt_{run}_{i}"), "type": "charge.refunded", "created": now_secs, "data": {"object": {"id": format!("ch_{run}_{}", i - 1), "amount_refunded": 500, "currency": "eur"}}})
+        json!({"id": format!("evt_{run}_{i}"), "type": "charge.refunded", "created": now_secs, "data": {"object": {"id": format!("ch_{run}_{}", i.saturating_sub(1)), "amount_refunded": 500, "currency": "eur"}}})
     } else {
         json!({"id": format!("evt_{run}_{i}"), "type": "charge.succeeded", "created": now_secs, "data": {"object": {"id": format!("ch_{run}_{i}"), "amount": 1000 + rng.below(9000), "currency": "eur", "customer": format!("cus_{}", rng.below(50)), "status": "succeeded"}}})
     }
@@ -129,10 +130,17 @@ pub fn generate(events: usize, batch: usize, run: &str, seed: u64, now_secs: i64
     let mut rng = Rng::new(seed);
     let mut out = Vec::new();
     let mut pending = Vec::new();
+    let (mut stripe, mut github) = (0u64, 0u64);
     for i in 0..events as u64 {
         match rng.below(10) {
-            0 if i % 2 == 0 => out.push(stripe_webhook(i, run, now_secs, &mut rng)),
-            0 => out.push(github_webhook(i, run, &mut rng)),
+            0 if i % 2 == 0 => {
+                out.push(stripe_webhook(stripe, run, now_secs, &mut rng));
+                stripe += 1;
+            }
+            0 => {
+                out.push(github_webhook(github, run, &mut rng));
+                github += 1;
+            }
             _ => {
                 let kind = rng.below(7);
                 pending.push(event(kind, i, run, &mut rng));

@@ -1,1 +1,90 @@
-fn main() {}
+//! `microbatch`: one binary, one subcommand per service, so one image serves every deployment.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use microbatch_adapters::commands;
+use microbatch_adapters::config::Config;
+
+/// Webhooks and events into a warehouse, in micro-batches.
+///
+/// With no configuration at all, everything runs embedded: a SQLite stream, a local directory of
+/// objects, a SQLite queue and a SQLite warehouse under ./microbatch-data. Try `microbatch demo`.
+#[derive(Debug, Parser)]
+#[command(name = "microbatch", version, about, long_about)]
+struct Cli {
+    /// A TOML configuration file; every setting can also be set as MICROBATCH_<SECTION>__<KEY>.
+    #[arg(long, short, global = true, env = "MICROBATCH_CONFIG")]
+    config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the producer, the consumer and the importer in one process.
+    Run,
+    /// Run the HTTP producer: POST /v1/events and /v1/webhooks/{source} into the stream.
+    Produce,
+    /// Run the consumer: stream → per-table CSV batches in the object store.
+    Consume,
+    /// Run the importer: notifications → idempotent loads into the warehouse.
+    Import,
+    /// Run the whole pipeline on a temporary directory, send it a realistic mixed workload over
+    /// HTTP, wait until every event is queryable, and print per-table row counts and freshness.
+    Demo {
+        /// How many events to send.
+        #[arg(long, default_value_t = 2000)]
+        events: usize,
+        /// Keep running after the report (Ctrl-C stops), to try the API by hand.
+        #[arg(long)]
+        serve: bool,
+    },
+    /// Create or update the warehouse's tables for the catalog, then exit.
+    Migrate,
+    /// Validate the configuration and the catalog, and compare the catalog with the warehouse.
+    Check,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("microbatch: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    // The demo's output is its report: keep the logs to warnings unless asked otherwise.
+    let filter = match cli.command {
+        Command::Demo { .. } if config.log.filter == "info" => "warn",
+        _ => config.log.filter.as_str(),
+    };
+    microbatch_adapters::telemetry::init_tracing(config.log.format, filter);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("microbatch: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Run => commands::run(config).await,
+            Command::Produce => commands::produce(config).await,
+            Command::Consume => commands::consume(config).await,
+            Command::Import => commands::import(config).await,
+            Command::Demo { events, serve } => commands::demo(config, events, serve).await,
+            Command::Migrate => commands::migrate(config).await,
+            Command::Check => commands::check(config).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("microbatch: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,401 @@
+//! The SQL warehouses of the embedded pipeline: PostgreSQL (the local stand-in for Redshift) and a
+//! SQLite file, both behind [`Warehouse`].
+//!
+//! Both keep the same load semantics (contract 2):
+//!
+//! - **Migrations at start.** [`Warehouse::migrate`] runs the checked-in SQL under
+//!   `adapters/migrations/<dialect>/` with sqlx (the load manifest, [`MANIFEST_TABLE`]), then creates
+//!   every catalog table that is missing (lineage columns first), its unique index — on
+//!   (`_event_id`, `_row_index`) for append tables, on the key for upsert tables — and adds the
+//!   columns a table lacks (`ALTER TABLE … ADD COLUMN`, always nullable: old rows have no value). A
+//!   column whose type differs is left alone and reported by `schema_diff` (and logged).
+//! - **One load, one transaction.** Manifest check → the batch's rows → insert the rows not already
+//!   present by (`_event_id`, `_row_index`), or for upsert tables the latest row per key → the
+//!   manifest row → commit. "Latest" is by `_received_at`, then the sequence number (numerically:
+//!   by length, then text), then `_sub_sequence`, within the batch and against the stored row, so a
+//!   replayed older batch never overwrites a newer row.
+//! - **Races end in the manifest.** Two loaders of one batch: the second fails on the manifest's
+//!   unique (key, sha256) with a unique violation, which [`classify`] calls transient; its retry
+//!   finds the manifest row and skips.
+//! - **Errors keep their codes.** sqlx errors become [`WarehouseError`]s with the SQLSTATE or the
+//!   SQLite extended result code ([`warehouse_error`]), so [`classify`] can tell a retry from poison.
+//!
+//! Identifiers come from the catalog only (contract 6): the batch's column list is resolved against
+//! the catalog table before any SQL is written, and every name goes through [`Quoted`].
+//!
+//! [`classify`]: microbatch_core::import::classify
+//! [`WarehouseError`]: microbatch_core::import::WarehouseError
+
+mod error;
+mod postgres;
+mod sqlite;
+#[cfg(test)]
+mod testkit;
+
+use std::borrow::Cow;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+
+use microbatch_core::catalog::{Catalog, Column, ColumnType, Mode, Quoted, Table};
+use microbatch_core::import::{WarehouseError, WarehouseErrorKind};
+use microbatch_core::ports::{LoadOutcome, LoadRequest, Warehouse};
+use sqlx::error::BoxDynError;
+use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
+
+pub use error::warehouse_error;
+pub use postgres::{PgWarehouse, PgWarehouseOptions};
+pub use sqlite::{SqliteWarehouse, SqliteWarehouseOptions};
+
+/// The load manifest: one row per loaded batch, unique on (`key`, `sha256`).
+pub const MANIFEST_TABLE: &str = "microbatch_manifest";
+
+/// A migration compiled into the binary: version, name and SQL of the file
+/// `adapters/migrations/<dialect>/<version>_<name>.sql`.
+type EmbeddedMigration = (i64, &'static str, &'static str);
+
+/// Embeds `adapters/migrations/<dialect>/<version>_<name>.sql`, so the version and name sqlx records
+/// are the ones the sqlx CLI would read from the file name.
+macro_rules! embed_migration {
+    ($dialect:literal, $version:literal, $name:literal) => {
+        (
+            $version,
+            $name,
+            include_str!(concat!(
+                "../../migrations/",
+                $dialect,
+                "/",
+                stringify!($version),
+                "_",
+                $name,
+                ".sql"
+            )),
+        )
+    };
+}
+use embed_migration;
+
+/// Serves embedded migrations to sqlx's [`Migrator`], so the binary needs no migrations directory.
+#[derive(Debug, Clone, Copy)]
+struct Embedded(&'static [EmbeddedMigration]);
+
+impl MigrationSource<'static> for Embedded {
+    fn resolve(self) -> Pin<Box<dyn Future<Output = Result<Vec<Migration>, BoxDynError>> + Send>> {
+        Box::pin(async move {
+            Ok(self
+                .0
+                .iter()
+                .map(|(version, name, sql)| {
+                    Migration::new(
+                        *version,
+                        // What sqlx makes of a file name's description part.
+                        Cow::Owned(name.replace('_', " ")),
+                        MigrationType::Simple,
+                        Cow::Borrowed(*sql),
+                        false,
+                    )
+                })
+                .collect())
+        })
+    }
+}
+
+async fn migrator(migrations: &'static [EmbeddedMigration]) -> Result<Migrator, WarehouseError> {
+    let mut migrator = Migrator::new(Embedded(migrations))
+        .await
+        .map_err(|e| warehouse_error(sqlx::Error::Migrate(Box::new(e))))?;
+    // The schema may be shared with another application that uses sqlx migrations too: its
+    // versions are not ours to complain about.
+    migrator.set_ignore_missing(true);
+    Ok(migrator)
+}
+
+/// How a table in the warehouse differs from what the catalog says (`microbatch check` prints
+/// these, one per line).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SchemaDifference {
+    /// The table (a catalog table, or the load manifest) does not exist.
+    MissingTable { table: String },
+    /// The table lacks a catalog column; `expected` is the SQL type the warehouse would use.
+    MissingColumn {
+        table: String,
+        column: String,
+        expected: String,
+    },
+    /// The column exists with another type.
+    WrongType {
+        table: String,
+        column: String,
+        expected: String,
+        found: String,
+    },
+}
+
+impl fmt::Display for SchemaDifference {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SchemaDifference::MissingTable { table } => write!(f, "table {table:?} is missing"),
+            SchemaDifference::MissingColumn {
+                table,
+                column,
+                expected,
+            } => write!(
+                f,
+                "column {table:?}.{column:?} is missing (the catalog wants {expected})"
+            ),
+            SchemaDifference::WrongType {
+                table,
+                column,
+                expected,
+                found,
+            } => write!(
+                f,
+                "column {table:?}.{column:?} is {found} in the warehouse, the catalog wants {expected}"
+            ),
+        }
+    }
+}
+
+/// What a warehouse holds of one table: its columns and their SQL types as the warehouse names
+/// them.
+type Existing = std::collections::BTreeMap<String, Vec<(String, String)>>;
+
+/// Compares the catalog with what the warehouse holds; `sql_type` names a column type the way the
+/// warehouse reports it (compared case-insensitively).
+fn diff_schema(
+    catalog: &Catalog,
+    existing: &Existing,
+    sql_type: fn(ColumnType) -> &'static str,
+) -> Vec<SchemaDifference> {
+    let mut out = Vec::new();
+    if !existing.contains_key(MANIFEST_TABLE) {
+        out.push(SchemaDifference::MissingTable {
+            table: MANIFEST_TABLE.to_owned(),
+        });
+    }
+    for table in catalog.tables() {
+        let Some(columns) = existing.get(&table.name) else {
+            out.push(SchemaDifference::MissingTable {
+                table: table.name.clone(),
+            });
+            continue;
+        };
+        for column in &table.columns {
+            let expected = sql_type(column.ty);
+            match columns.iter().find(|(name, _)| *name == column.name) {
+                None => out.push(SchemaDifference::MissingColumn {
+                    table: table.name.clone(),
+                    column: column.name.clone(),
+                    expected: expected.to_owned(),
+                }),
+                Some((_, found)) if !found.eq_ignore_ascii_case(expected) => {
+                    out.push(SchemaDifference::WrongType {
+                        table: table.name.clone(),
+                        column: column.name.clone(),
+                        expected: expected.to_owned(),
+                        found: found.clone(),
+                    })
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    out
+}
+
+/// The batch's columns resolved against its catalog table, in the batch's order: the names that
+/// reach SQL are the catalog's, never the metadata's (contract 6).
+fn resolve_columns<'t>(table: &'t Table, names: &[String]) -> Result<Vec<&'t Column>, String> {
+    let mut out: Vec<&Column> = Vec::with_capacity(names.len());
+    for name in names {
+        let Some(column) = table.columns.iter().find(|c| c.name == *name) else {
+            return Err(format!(
+                "the batch names column {name:?}, which table {:?} does not have",
+                table.name
+            ));
+        };
+        if out.iter().any(|c| c.name == column.name) {
+            return Err(format!("the batch names column {name:?} twice"));
+        }
+        out.push(column);
+    }
+    Ok(out)
+}
+
+/// `"a", "b", …` for a column list.
+fn column_list<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
+    let mut out = String::new();
+    for (i, name) in names.into_iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        out.push_str(&Quoted(name).to_string());
+    }
+    out
+}
+
+/// The unique index a table's mode needs: its name and its columns.
+fn unique_index(table: &Table) -> (String, Vec<&str>) {
+    match &table.mode {
+        Mode::Append => (
+            index_name(&table.name, "event_row"),
+            vec!["_event_id", "_row_index"],
+        ),
+        Mode::Upsert { key } => (
+            index_name(&table.name, "key"),
+            key.iter().map(String::as_str).collect(),
+        ),
+    }
+}
+
+/// `<table>__<suffix>`, kept within PostgreSQL's 63-byte identifier limit (a long table name is
+/// cut and a hash of the whole name appended, so two long names cannot collide).
+fn index_name(table: &str, suffix: &str) -> String {
+    const MAX: usize = 63;
+    let name = format!("{table}__{suffix}");
+    if name.len() <= MAX {
+        return name;
+    }
+    // FNV-1a: stable across builds and platforms, unlike `DefaultHasher`.
+    let hash = table
+        .bytes()
+        .fold(0x811c_9dc5_u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
+    let keep = MAX - suffix.len() - 2 - 9;
+    let cut: String = table.chars().scan(0, |len, c| {
+        *len += c.len_utf8();
+        (*len <= keep).then_some(c)
+    })
+    .collect();
+    format!("{cut}_{hash:08x}__{suffix}")
+}
+
+/// A warehouse chosen by URL: `postgres://…` / `postgresql://…` or `sqlite://path` / `sqlite:path`.
+#[derive(Debug)]
+pub enum SqlWarehouse {
+    Postgres(PgWarehouse),
+    Sqlite(SqliteWarehouse),
+}
+
+impl SqlWarehouse {
+    /// Connects to the warehouse `url` names; `schema` is used by PostgreSQL only.
+    pub async fn connect(url: &str, schema: &str) -> Result<Self, WarehouseError> {
+        let scheme = url.split_once(':').map(|(s, _)| s.to_ascii_lowercase());
+        match scheme.as_deref() {
+            Some("postgres" | "postgresql") => Ok(SqlWarehouse::Postgres(
+                PgWarehouse::connect(url, schema).await?,
+            )),
+            Some("sqlite") => Ok(SqlWarehouse::Sqlite(SqliteWarehouse::connect(url).await?)),
+            _ => Err(WarehouseError::new(
+                WarehouseErrorKind::Other,
+                format!(
+                    "unsupported warehouse URL {:?}: expected postgres://… or sqlite://…",
+                    url.split_once("://").map_or(url, |(s, _)| s)
+                ),
+            )),
+        }
+    }
+
+    /// See [`PgWarehouse::schema_diff`] and [`SqliteWarehouse::schema_diff`].
+    pub async fn schema_diff(&self, catalog: &Catalog) -> Result<Vec<SchemaDifference>, WarehouseError> {
+        match self {
+            SqlWarehouse::Postgres(w) => w.schema_diff(catalog).await,
+            SqlWarehouse::Sqlite(w) => w.schema_diff(catalog).await,
+        }
+    }
+
+    /// Closes the connection pools, waiting for connections in use to come back.
+    pub async fn close(&self) {
+        match self {
+            SqlWarehouse::Postgres(w) => w.close().await,
+            SqlWarehouse::Sqlite(w) => w.close().await,
+        }
+    }
+}
+
+impl Warehouse for SqlWarehouse {
+    async fn migrate(&self, catalog: &Catalog) -> Result<(), WarehouseError> {
+        match self {
+            SqlWarehouse::Postgres(w) => w.migrate(catalog).await,
+            SqlWarehouse::Sqlite(w) => w.migrate(catalog).await,
+        }
+    }
+
+    async fn is_loaded(&self, key: &str, sha256: &str) -> Result<bool, WarehouseError> {
+        match self {
+            SqlWarehouse::Postgres(w) => w.is_loaded(key, sha256).await,
+            SqlWarehouse::Sqlite(w) => w.is_loaded(key, sha256).await,
+        }
+    }
+
+    async fn load(&self, request: LoadRequest<'_>) -> Result<LoadOutcome, WarehouseError> {
+        match self {
+            SqlWarehouse::Postgres(w) => w.load(request).await,
+            SqlWarehouse::Sqlite(w) => w.load(request).await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_names_fit_postgres_limits_and_stay_distinct() {
+        assert_eq!(index_name("orders", "event_row"), "orders__event_row");
+        let a = "a".repeat(120);
+        let b = format!("{}b", "a".repeat(119));
+        let (ia, ib) = (index_name(&a, "event_row"), index_name(&b, "event_row"));
+        assert!(ia.len() <= 63 && ib.len() <= 63, "{ia} {ib}");
+        assert_ne!(ia, ib);
+        assert!(ia.ends_with("__event_row"));
+        assert_eq!(index_name(&"x".repeat(52), "event_row").len(), 63);
+    }
+
+    #[test]
+    fn differences_read_as_sentences() {
+        let d = SchemaDifference::WrongType {
+            table: "orders".into(),
+            column: "total".into(),
+            expected: "double precision".into(),
+            found: "text".into(),
+        };
+        assert_eq!(
+            d.to_string(),
+            "column \"orders\".\"total\" is text in the warehouse, the catalog wants double precision"
+        );
+        let d = SchemaDifference::MissingColumn {
+            table: "orders".into(),
+            column: "coupon".into(),
+            expected: "text".into(),
+        };
+        assert_eq!(
+            d.to_string(),
+            "column \"orders\".\"coupon\" is missing (the catalog wants text)"
+        );
+        let d = SchemaDifference::MissingTable {
+            table: "orders".into(),
+        };
+        assert_eq!(d.to_string(), "table \"orders\" is missing");
+    }
+
+    #[test]
+    fn column_lists_are_quoted() {
+        assert_eq!(column_list(["a", "_b"]), "\"a\", \"_b\"");
+    }
+
+    #[tokio::test]
+    async fn unknown_url_schemes_are_refused() {
+        let e = SqlWarehouse::connect("mysql://x/y", "public").await.unwrap_err();
+        assert!(e.message.contains("unsupported warehouse URL \"mysql\""), "{e}");
+    }
+
+    #[test]
+    fn embedded_migrations_follow_the_sqlx_file_names() {
+        for (version, name, sql) in postgres::MIGRATIONS.iter().chain(sqlite::MIGRATIONS) {
+            assert!(*version > 0 && !name.is_empty() && sql.contains(MANIFEST_TABLE));
+        }
+        let postgres_versions: Vec<i64> = postgres::MIGRATIONS.iter().map(|m| m.0).collect();
+        let sqlite_versions: Vec<i64> = sqlite::MIGRATIONS.iter().map(|m| m.0).collect();
+        assert_eq!(postgres_versions, sqlite_versions, "both dialects move in step");
+    }
+}
