@@ -5,7 +5,6 @@
 //! data directory. The client resends every batch that did not get its 202 (same ids, as a real
 //! client retries). At the end every accepted event's rows are in the warehouse exactly once.
 
-use std::collections::BTreeSet;
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
