@@ -39,7 +39,7 @@ impl Rng {
         Rng(seed)
     }
 
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -48,7 +48,7 @@ impl Rng {
     }
 
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
+        self.next_u64() % n.max(1)
     }
 }
 
@@ -72,12 +72,12 @@ fn event(kind: u64, i: u64, run: &str, rng: &mut Rng) -> Value {
                 .collect();
             json!({"type": "order_placed", "id": id, "occurred_at": "2024-05-01T12:00:00Z", "payload": {
                 "order_id": format!("ord_{run}_{i}"), "customer_id": customer, "currency": "EUR",
-                "total": 10.5 + rng.below(200) as f64, "coupon": if i % 5 == 0 { json!("SPRING") } else { Value::Null },
+                "total": 10.5 + rng.below(200) as f64, "coupon": if i.is_multiple_of(5) { json!("SPRING") } else { Value::Null },
                 "shipping_address": {"city": "Köln", "line1": "Hauptstraße 5, Hinterhaus", "note": "ring \"twice\"\nthen wait"},
                 "items": items}})
         }
         1 => json!({"type": "order_refunded", "id": id, "payload": {"order_id": format!("ord_{run}_{}", i.saturating_sub(1)), "amount": 5.0, "reason": "damaged, returned"}}),
-        2 => json!({"type": "customer_updated", "id": id, "payload": {"customer_id": customer, "email": format!("{customer}@example.com"), "name": "Zoë O'Brien", "address": {"country": "DE"}, "marketing_opt_in": i % 2 == 0}}),
+        2 => json!({"type": "customer_updated", "id": id, "payload": {"customer_id": customer, "email": format!("{customer}@example.com"), "name": "Zoë O'Brien", "address": {"country": "DE"}, "marketing_opt_in": i.is_multiple_of(2)}}),
         3 => json!({"type": "user_signed_up", "id": id, "payload": {"user_id": format!("usr_{run}_{i}"), "email": format!("u{i}@example.com"), "plan": PLANS[(i % 3) as usize]}}),
         4 => json!({"type": "page_viewed", "id": id, "occurred_at": "2024-05-01T12:00:01.5Z", "payload": {"session_id": session, "path": format!("/products/{}", rng.below(100)), "referrer": null, "user_agent": "Mozilla/5.0 (X11; Linux x86_64)", "duration_ms": rng.below(30_000)}}),
         5 => json!({"type": "cart_item_added", "id": id, "payload": {"session_id": session, "sku": format!("SKU-{:04}", rng.below(500)), "quantity": 1}}),
@@ -103,7 +103,7 @@ fn stripe_webhook(i: u64, run: &str, now_secs: i64, rng: &mut Rng) -> Request {
 }
 
 fn github_webhook(i: u64, run: &str, rng: &mut Rng) -> Request {
-    let (kind, body) = if i % 3 == 0 {
+    let (kind, body) = if i.is_multiple_of(3) {
         ("pull_request", json!({"action": "opened", "pull_request": {"number": rng.below(20), "title": "Fix the hose, again", "state": "open", "merged": false}, "repository": {"full_name": "shop/web"}}))
     } else {
         let commits: Vec<Value> = (0..1 + rng.below(3))
@@ -133,7 +133,7 @@ pub fn generate(events: usize, batch: usize, run: &str, seed: u64, now_secs: i64
     let (mut stripe, mut github) = (0u64, 0u64);
     for i in 0..events as u64 {
         match rng.below(10) {
-            0 if i % 2 == 0 => {
+            0 if i.is_multiple_of(2) => {
                 out.push(stripe_webhook(stripe, run, now_secs, &mut rng));
                 stripe += 1;
             }

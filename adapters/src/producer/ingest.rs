@@ -90,7 +90,7 @@ pub fn json_depth(text: &str) -> usize {
 }
 
 /// Splits a body into the raw text of each event.
-fn split_events<'a>(body: &'a str, format: BodyFormat, limits: Limits) -> Result<Vec<&'a RawValue>, ApiError> {
+fn split_events(body: &str, format: BodyFormat, limits: Limits) -> Result<Vec<&RawValue>, ApiError> {
     let events: Vec<&RawValue> = match format {
         BodyFormat::Json => {
             let trimmed = body.trim_start();
@@ -268,7 +268,10 @@ mod tests {
         assert_eq!(kept[0].occurred_at.unwrap().to_string(), "2024-04-30T22:00:00.000000Z");
     }
 
-    fn problems(body: &str) -> (u16, String, Vec<(Option<usize>, Option<String>, String)>) {
+    /// Status, message, and each problem as (event index, field, reason).
+    type Answer = (u16, String, Vec<(Option<usize>, Option<String>, String)>);
+
+    fn problems(body: &str) -> Answer {
         let e = parse(body, BodyFormat::Json).unwrap_err();
         (e.status.as_u16(), e.message, e.problems.into_iter().map(|p| (p.event, p.field, p.reason)).collect())
     }
