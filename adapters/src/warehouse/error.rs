@@ -15,10 +15,9 @@ pub fn warehouse_error(error: sqlx::Error) -> WarehouseError {
         sqlx::Error::Io(e) => WarehouseError::new(Kind::Io, e.to_string()),
         sqlx::Error::Tls(e) => WarehouseError::new(Kind::Connection, format!("TLS: {e}")),
         sqlx::Error::Protocol(m) => WarehouseError::new(Kind::Protocol, m),
-        sqlx::Error::PoolTimedOut => WarehouseError::new(
-            Kind::Timeout,
-            "timed out waiting for a connection from the pool",
-        ),
+        sqlx::Error::PoolTimedOut => {
+            WarehouseError::new(Kind::Timeout, "timed out waiting for a connection from the pool")
+        }
         sqlx::Error::PoolClosed => WarehouseError::new(Kind::Connection, "the connection pool is closed"),
         sqlx::Error::WorkerCrashed => {
             WarehouseError::new(Kind::Connection, "the SQLite worker thread crashed")
@@ -77,7 +76,10 @@ mod tests {
     #[test]
     fn transport_errors_are_transient() {
         let cases = [
-            sqlx::Error::Io(std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused")),
+            sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::ConnectionRefused,
+                "refused",
+            )),
             sqlx::Error::PoolTimedOut,
             sqlx::Error::PoolClosed,
             sqlx::Error::WorkerCrashed,
@@ -93,7 +95,10 @@ mod tests {
     #[test]
     fn migration_failures_keep_the_database_code() {
         let e = MigrateError::Execute(sqlx::Error::PoolTimedOut);
-        assert_eq!(warehouse_error(sqlx::Error::Migrate(Box::new(e))).kind, Kind::Timeout);
+        assert_eq!(
+            warehouse_error(sqlx::Error::Migrate(Box::new(e))).kind,
+            Kind::Timeout
+        );
         let e = warehouse_error(sqlx::Error::Migrate(Box::new(MigrateError::VersionMismatch(3))));
         assert_eq!(e.kind, Kind::Other);
         assert!(e.message.contains("migration 3"), "{e}");
@@ -107,8 +112,14 @@ mod tests {
             .execute(&mut conn)
             .await
             .unwrap();
-        sqlx::query("INSERT INTO t VALUES (1)").execute(&mut conn).await.unwrap();
-        let dup = sqlx::query("INSERT INTO t VALUES (1)").execute(&mut conn).await.unwrap_err();
+        sqlx::query("INSERT INTO t VALUES (1)")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let dup = sqlx::query("INSERT INTO t VALUES (1)")
+            .execute(&mut conn)
+            .await
+            .unwrap_err();
         let dup = warehouse_error(dup);
         assert_eq!(dup.sqlite_code, Some(2067), "{dup}");
         assert_eq!(classify(&dup), ErrorClass::Transient);
@@ -117,9 +128,16 @@ mod tests {
             .await
             .unwrap_err();
         let mismatch = warehouse_error(mismatch);
-        assert_eq!(mismatch.sqlite_code, Some(3091), "SQLITE_CONSTRAINT_DATATYPE: {mismatch}");
+        assert_eq!(
+            mismatch.sqlite_code,
+            Some(3091),
+            "SQLITE_CONSTRAINT_DATATYPE: {mismatch}"
+        );
         assert_eq!(classify(&mismatch), ErrorClass::Permanent);
-        let missing = sqlx::query("SELECT * FROM nope").execute(&mut conn).await.unwrap_err();
+        let missing = sqlx::query("SELECT * FROM nope")
+            .execute(&mut conn)
+            .await
+            .unwrap_err();
         let missing = warehouse_error(missing);
         assert_eq!(missing.sqlite_code, Some(1), "{missing}");
         assert_eq!(classify(&missing), ErrorClass::Permanent);

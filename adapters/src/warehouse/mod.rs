@@ -13,7 +13,8 @@
 //!   present by (`_event_id`, `_row_index`), or for upsert tables the latest row per key → the
 //!   manifest row → commit. "Latest" is by `_received_at`, then the sequence number (numerically:
 //!   by length, then text), then `_sub_sequence`, within the batch and against the stored row, so a
-//!   replayed older batch never overwrites a newer row.
+//!   replayed older batch never overwrites a newer row. [`LoadOutcome::Loaded`]'s `inserted` counts
+//!   the rows written: new rows of append tables; new or replaced rows of upsert tables.
 //! - **Races end in the manifest.** Two loaders of one batch: the second fails on the manifest's
 //!   unique (key, sha256) with a unique violation, which [`classify`] calls transient; its retry
 //!   finds the manifest row and skips.
@@ -257,15 +258,17 @@ fn index_name(table: &str, suffix: &str) -> String {
         return name;
     }
     // FNV-1a: stable across builds and platforms, unlike `DefaultHasher`.
-    let hash = table
-        .bytes()
-        .fold(0x811c_9dc5_u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
+    let hash = table.bytes().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
     let keep = MAX - suffix.len() - 2 - 9;
-    let cut: String = table.chars().scan(0, |len, c| {
-        *len += c.len_utf8();
-        (*len <= keep).then_some(c)
-    })
-    .collect();
+    let cut: String = table
+        .chars()
+        .scan(0, |len, c| {
+            *len += c.len_utf8();
+            (*len <= keep).then_some(c)
+        })
+        .collect();
     format!("{cut}_{hash:08x}__{suffix}")
 }
 
@@ -281,9 +284,9 @@ impl SqlWarehouse {
     pub async fn connect(url: &str, schema: &str) -> Result<Self, WarehouseError> {
         let scheme = url.split_once(':').map(|(s, _)| s.to_ascii_lowercase());
         match scheme.as_deref() {
-            Some("postgres" | "postgresql") => Ok(SqlWarehouse::Postgres(
-                PgWarehouse::connect(url, schema).await?,
-            )),
+            Some("postgres" | "postgresql") => {
+                Ok(SqlWarehouse::Postgres(PgWarehouse::connect(url, schema).await?))
+            }
             Some("sqlite") => Ok(SqlWarehouse::Sqlite(SqliteWarehouse::connect(url).await?)),
             _ => Err(WarehouseError::new(
                 WarehouseErrorKind::Other,

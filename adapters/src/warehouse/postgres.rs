@@ -22,7 +22,7 @@ use microbatch_core::catalog::{Catalog, Column, ColumnType, Mode, Quoted, Table,
 use microbatch_core::import::{WarehouseError, WarehouseErrorKind};
 use microbatch_core::ports::{LoadOutcome, LoadRequest, Warehouse};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{Acquire, Executor, PgConnection, Row};
+use sqlx::{Acquire, ConnectOptions, Executor, PgConnection, Row};
 
 use super::{
     EmbeddedMigration, Existing, MANIFEST_TABLE, SchemaDifference, column_list, diff_schema, embed_migration,
@@ -81,19 +81,35 @@ impl PgWarehouse {
 
     /// Connects with explicit pool options; fails if no connection can be made now.
     pub async fn connect_with(url: &str, options: PgWarehouseOptions) -> Result<Self, WarehouseError> {
-        validate_ident(&options.schema).map_err(|e| {
-            WarehouseError::new(WarehouseErrorKind::Other, format!("warehouse schema: {e}"))
-        })?;
+        validate_ident(&options.schema)
+            .map_err(|e| WarehouseError::new(WarehouseErrorKind::Other, format!("warehouse schema: {e}")))?;
         let connect: PgConnectOptions = url.parse().map_err(warehouse_error)?;
         let connect = connect
             .application_name(&options.application_name)
             .options([("search_path", options.schema.as_str())]);
-        let pool = PgPoolOptions::new()
+        let pool = match PgPoolOptions::new()
             .max_connections(options.max_connections.max(1))
             .acquire_timeout(options.acquire_timeout)
-            .connect_with(connect)
+            .connect_with(connect.clone())
             .await
-            .map_err(warehouse_error)?;
+        {
+            Ok(pool) => pool,
+            // The pool retried until its deadline and says only that; one more attempt says why.
+            Err(sqlx::Error::PoolTimedOut) => {
+                let why = match tokio::time::timeout(options.acquire_timeout, connect.connect()).await {
+                    Ok(Err(e)) => warehouse_error(e),
+                    _ => warehouse_error(sqlx::Error::PoolTimedOut),
+                };
+                return Err(WarehouseError {
+                    message: format!(
+                        "could not connect within {:?}: {}",
+                        options.acquire_timeout, why.message
+                    ),
+                    ..why
+                });
+            }
+            Err(e) => return Err(warehouse_error(e)),
+        };
         let manifest = qualified(&options.schema, MANIFEST_TABLE);
         Ok(PgWarehouse {
             pool,

@@ -31,8 +31,8 @@ use sqlx::sqlite::{
 use sqlx::{Connection, Executor, Row, Sqlite};
 
 use super::{
-    EmbeddedMigration, Existing, SchemaDifference, column_list, diff_schema, embed_migration,
-    migrator, resolve_columns, unique_index, warehouse_error,
+    EmbeddedMigration, Existing, SchemaDifference, column_list, diff_schema, embed_migration, migrator,
+    resolve_columns, unique_index, warehouse_error,
 };
 
 /// `adapters/migrations/sqlite/`, in order.
@@ -45,6 +45,8 @@ const SQLITE_ERROR: i32 = 1;
 const SQLITE_MISMATCH: i32 = 20;
 /// Bound parameters per statement (`SQLITE_MAX_VARIABLE_NUMBER` is 32766 since 3.32).
 const MAX_VARIABLES: usize = 32_766;
+/// How often [`Warehouse::migrate`] runs the migrations when they fail (see there).
+const MIGRATION_ATTEMPTS: u32 = 4;
 /// Rows per multi-row `INSERT`.
 const MAX_ROWS_PER_STATEMENT: usize = 500;
 
@@ -97,21 +99,19 @@ impl SqliteWarehouse {
             .ok_or_else(|| other(format!("not a sqlite: URL: {url:?}")))?;
         let path = rest.split_once('?').map_or(rest, |(p, _)| p);
         if path.is_empty() || path == ":memory:" {
-            return Err(other(format!(
-                "the SQLite warehouse needs a file, not {url:?}"
-            )));
+            return Err(other(format!("the SQLite warehouse needs a file, not {url:?}")));
         }
         Self::open(path).await
     }
 
-    pub async fn open_with(path: impl AsRef<Path>, options: SqliteWarehouseOptions) -> Result<Self, WarehouseError> {
+    pub async fn open_with(
+        path: impl AsRef<Path>,
+        options: SqliteWarehouseOptions,
+    ) -> Result<Self, WarehouseError> {
         let path = path.as_ref().to_owned();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             tokio::fs::create_dir_all(dir).await.map_err(|e| {
-                WarehouseError::new(
-                    WarehouseErrorKind::Io,
-                    format!("creating {}: {e}", dir.display()),
-                )
+                WarehouseError::new(WarehouseErrorKind::Io, format!("creating {}: {e}", dir.display()))
             })?;
         }
         let base = SqliteConnectOptions::new()
@@ -134,11 +134,7 @@ impl SqliteWarehouse {
             .connect_with(base)
             .await
             .map_err(warehouse_error)?;
-        Ok(SqliteWarehouse {
-            writer,
-            reader,
-            path,
-        })
+        Ok(SqliteWarehouse { writer, reader, path })
     }
 
     pub fn path(&self) -> &Path {
@@ -445,13 +441,25 @@ fn bind<'q>(
 
 impl Warehouse for SqliteWarehouse {
     async fn migrate(&self, catalog: &Catalog) -> Result<(), WarehouseError> {
-        migrator(MIGRATIONS)
-            .await?
-            .run(&self.writer)
-            .await
-            .map_err(|e| warehouse_error(sqlx::Error::Migrate(Box::new(e))))?;
+        // sqlx takes no lock on SQLite: a second process migrating the same file at the same time
+        // fails on the tables the first one just made (or on its snapshot). Run again, and the
+        // migrations it applied are found applied.
+        let migrator = migrator(MIGRATIONS).await?;
+        let mut attempt = 1;
+        while let Err(e) = migrator.run(&self.writer).await {
+            let e = warehouse_error(sqlx::Error::Migrate(Box::new(e)));
+            if attempt == MIGRATION_ATTEMPTS {
+                return Err(e);
+            }
+            tracing::debug!(error = %e, attempt, "SQLite migrations failed; running them again");
+            tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
+            attempt += 1;
+        }
         let mut conn = self.writer.acquire().await.map_err(warehouse_error)?;
-        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.map_err(warehouse_error)?;
+        let mut tx = conn
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(warehouse_error)?;
         let have = existing(&mut tx).await?;
         for table in catalog.tables() {
             match have.get(&table.name) {
@@ -553,7 +561,11 @@ impl Warehouse for SqliteWarehouse {
             for value in chunk.into_iter().flatten() {
                 query = bind(query, value);
             }
-            inserted += query.execute(&mut *tx).await.map_err(warehouse_error)?.rows_affected();
+            inserted += query
+                .execute(&mut *tx)
+                .await
+                .map_err(warehouse_error)?
+                .rows_affected();
         }
 
         let position = |p: &microbatch_core::position::Position| format!("{}:{}", p.seq, p.sub);

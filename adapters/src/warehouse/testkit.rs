@@ -158,9 +158,9 @@ impl Batch {
             w.finish();
         }
         // Not a real SHA-256, but a function of the content, which is all the manifest needs.
-        let hash = body
-            .iter()
-            .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3));
+        let hash = body.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+        });
         Batch {
             key: key.to_owned(),
             metadata: BatchMetadata {
@@ -216,7 +216,14 @@ fn assert_permanent(result: Result<LoadOutcome, WarehouseError>, what: &str) -> 
 }
 
 fn fact(event: &str, index: u32, txt: Option<&str>) -> Row {
-    row(event, index, T1, "100", 0, &[txt, Some("1"), None, None, None, None, None])
+    row(
+        event,
+        index,
+        T1,
+        "100",
+        0,
+        &[txt, Some("1"), None, None, None, None, None],
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -301,7 +308,11 @@ pub async fn load_stores_exact_values(w: &impl Probe) {
     assert_eq!(w.rows(facts).await, rows);
     assert!(w.is_loaded(&b.key, &b.metadata.sha256).await.unwrap());
     assert!(!w.is_loaded(&b.key, &"0".repeat(64)).await.unwrap());
-    assert!(!w.is_loaded("loads/facts/other.csv", &b.metadata.sha256).await.unwrap());
+    assert!(
+        !w.is_loaded("loads/facts/other.csv", &b.metadata.sha256)
+            .await
+            .unwrap()
+    );
     assert_eq!(
         w.manifest().await,
         vec![(b.key.clone(), b.metadata.sha256.clone(), "facts".into(), 3, 3)]
@@ -318,8 +329,14 @@ pub async fn same_batch_twice_is_already_loaded(w: &impl Probe) {
         LoadOutcome::Loaded { inserted: 2 }
     );
     let before = w.rows(facts).await;
-    assert_eq!(w.load(b.request(facts)).await.unwrap(), LoadOutcome::AlreadyLoaded);
-    assert_eq!(w.load(b.request(facts)).await.unwrap(), LoadOutcome::AlreadyLoaded);
+    assert_eq!(
+        w.load(b.request(facts)).await.unwrap(),
+        LoadOutcome::AlreadyLoaded
+    );
+    assert_eq!(
+        w.load(b.request(facts)).await.unwrap(),
+        LoadOutcome::AlreadyLoaded
+    );
     assert_eq!(w.rows(facts).await, before);
     assert_eq!(w.manifest().await.len(), 1);
 }
@@ -374,7 +391,14 @@ pub async fn batch_columns_in_another_order(w: &impl Probe) {
             0,
             &some(&["t", "7", "2.5", "true", T0, "2024-01-02", "{}"]),
         ),
-        row("e1", 1, T1, "5", 0, &[None, Some("8"), None, Some("false"), None, None, None]),
+        row(
+            "e1",
+            1,
+            T1,
+            "5",
+            0,
+            &[None, Some("8"), None, Some("false"), None, None, None],
+        ),
     ];
     let mut columns: Vec<String> = facts.column_names().map(str::to_owned).collect();
     columns.reverse();
@@ -397,7 +421,14 @@ pub async fn batch_columns_in_another_order(w: &impl Probe) {
 }
 
 fn profile(event: &str, received_at: &str, seq: &str, sub: u32, id: &str, name: &str) -> Row {
-    row(event, 0, received_at, seq, sub, &[Some(id), Some(name), Some("1")])
+    row(
+        event,
+        0,
+        received_at,
+        seq,
+        sub,
+        &[Some(id), Some(name), Some("1")],
+    )
 }
 
 pub async fn upsert_latest_wins(w: &impl Probe) {
@@ -590,10 +621,15 @@ pub async fn failure_mid_load_commits_nothing(w: &impl Probe) {
     let facts = table(&c, "facts");
     w.fail_on("facts", "txt", "boom").await;
     // Enough rows that SQLite inserts several statements' worth before the bad one.
-    let mut rows: Vec<Row> = (0..1200).map(|i| fact(&format!("e{i:05}"), 0, Some("ok"))).collect();
+    let mut rows: Vec<Row> = (0..1200)
+        .map(|i| fact(&format!("e{i:05}"), 0, Some("ok")))
+        .collect();
     rows.push(fact("e99999", 0, Some("boom")));
     let b = Batch::new("boom", facts, &rows);
-    let e = w.load(b.request(facts)).await.expect_err("the trigger fails the load");
+    let e = w
+        .load(b.request(facts))
+        .await
+        .expect_err("the trigger fails the load");
     assert!(e.message.contains("boom"), "{e}");
     assert_eq!(w.rows(facts).await.len(), 0);
     assert_eq!(w.manifest().await.len(), 0);
@@ -632,7 +668,11 @@ pub async fn new_catalog_columns_are_added(w: &impl Probe) {
     assert_eq!(w.diff(&v2).await.len(), 2);
     w.migrate(&v2).await.unwrap();
     assert_eq!(w.diff(&v2).await, Vec::<String>::new());
-    assert_eq!(w.diff(&v1).await, Vec::<String>::new(), "extra columns are no difference");
+    assert_eq!(
+        w.diff(&v1).await,
+        Vec::<String>::new(),
+        "extra columns are no difference"
+    );
     let facts2 = table(&v2, "facts");
     let mut new = fact("e2", 0, Some("new"));
     new.push(Some("a note".into()));
@@ -673,8 +713,14 @@ pub async fn schema_diff_names_differences(w: &impl Probe) {
     assert_eq!(w.diff(&v1).await, Vec::<String>::new());
     let v2 = w.diff(&catalog(CATALOG_V2)).await;
     assert_eq!(v2.len(), 2, "{v2:?}");
-    assert!(v2[0].starts_with("column \"facts\".\"note\" is missing (the catalog wants "), "{v2:?}");
-    assert!(v2[1].starts_with("column \"profiles\".\"tier\" is missing"), "{v2:?}");
+    assert!(
+        v2[0].starts_with("column \"facts\".\"note\" is missing (the catalog wants "),
+        "{v2:?}"
+    );
+    assert!(
+        v2[1].starts_with("column \"profiles\".\"tier\" is missing"),
+        "{v2:?}"
+    );
     let v3 = w.diff(&catalog(CATALOG_V3)).await;
     assert_eq!(v3.len(), 1, "{v3:?}");
     assert!(v3[0].starts_with("column \"profiles\".\"score\" is "), "{v3:?}");
@@ -685,7 +731,9 @@ pub async fn concurrent_loads_of_one_batch(w: &impl Probe) {
     let c = catalog(CATALOG_V1);
     w.migrate(&c).await.unwrap();
     let facts = table(&c, "facts");
-    let rows: Vec<Row> = (0..200).map(|i| fact(&format!("e{i:04}"), 0, Some("x"))).collect();
+    let rows: Vec<Row> = (0..200)
+        .map(|i| fact(&format!("e{i:04}"), 0, Some("x")))
+        .collect();
     let b = Batch::new("race", facts, &rows);
     let (r1, r2, r3, r4) = tokio::join!(
         w.load(b.request(facts)),

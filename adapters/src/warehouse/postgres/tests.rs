@@ -52,6 +52,7 @@ async fn fixture() -> Fixture {
     let options = PgWarehouseOptions {
         schema: schema.clone(),
         max_connections: 6,
+        acquire_timeout: Duration::from_secs(10),
         ..PgWarehouseOptions::default()
     };
     let w = match PgWarehouse::connect_with(&url, options).await {
@@ -205,7 +206,10 @@ async fn racing_loader_fails_transiently_then_skips() {
             if waiting > 0 {
                 break;
             }
-            assert!(Instant::now() < deadline, "the load never waited on the manifest row");
+            assert!(
+                Instant::now() < deadline,
+                "the load never waited on the manifest row"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         other.commit().await.unwrap();
@@ -238,7 +242,11 @@ async fn copy_errors_say_which_line_and_column() {
     assert_eq!(e.sqlstate.as_deref(), Some("22P02"), "{e}");
     assert_eq!(classify(&e), ErrorClass::Permanent);
     assert!(e.message.contains("12abc"), "{e}");
-    assert!(e.message.contains("CONTEXT: COPY microbatch_staging, line 2, column n"), "{e}");
+    assert!(
+        e.message
+            .contains("CONTEXT: COPY microbatch_staging, line 2, column n"),
+        "{e}"
+    );
     f.finish().await;
 }
 
@@ -260,14 +268,17 @@ async fn migrations_live_in_the_warehouse_schema() {
         .await
         .unwrap();
     assert_eq!(search_path, f.schema);
-    let indexes: Vec<String> = sqlx::query_scalar(
-        "SELECT indexname::text FROM pg_indexes WHERE schemaname = $1 ORDER BY indexname",
-    )
-    .bind(&f.schema)
-    .fetch_all(f.w.pool())
-    .await
-    .unwrap();
-    for want in ["facts__event_row", "profiles__key", "microbatch_manifest_key_sha256"] {
+    let indexes: Vec<String> =
+        sqlx::query_scalar("SELECT indexname::text FROM pg_indexes WHERE schemaname = $1 ORDER BY indexname")
+            .bind(&f.schema)
+            .fetch_all(f.w.pool())
+            .await
+            .unwrap();
+    for want in [
+        "facts__event_row",
+        "profiles__key",
+        "microbatch_manifest_key_sha256",
+    ] {
         assert!(indexes.iter().any(|i| i == want), "{want} in {indexes:?}");
     }
     // The types each dialect promises.
@@ -310,7 +321,11 @@ async fn the_warehouse_can_be_chosen_by_url() {
     w.migrate(&c).await.unwrap();
     assert_eq!(w.schema_diff(&c).await.unwrap(), vec![]);
     let facts = table(&c, "facts");
-    let b = Batch::new("k", facts, &[testkit::row("e1", 0, testkit::T1, "1", 0, &[None; 7])]);
+    let b = Batch::new(
+        "k",
+        facts,
+        &[testkit::row("e1", 0, testkit::T1, "1", 0, &[None; 7])],
+    );
     assert_eq!(
         w.load(b.request(facts)).await.unwrap(),
         LoadOutcome::Loaded { inserted: 1 }
@@ -318,6 +333,22 @@ async fn the_warehouse_can_be_chosen_by_url() {
     assert!(w.is_loaded(&b.key, &b.metadata.sha256).await.unwrap());
     w.close().await;
     f.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_test_leaves_no_schema_behind() {
+    let f = fixture().await;
+    f.w.migrate(&catalog(CATALOG_V1)).await.unwrap();
+    let (url, schema) = (f.url.clone(), f.schema.clone());
+    drop(f); // what unwinding from a failed assertion does
+    let mut conn = PgConnection::connect(&url).await.unwrap();
+    let left: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
+        .bind(&schema)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert!(!left, "schema {schema} is still there");
+    conn.close().await.unwrap();
 }
 
 #[tokio::test]

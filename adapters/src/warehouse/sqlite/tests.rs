@@ -17,7 +17,9 @@ struct Fixture {
 
 async fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let w = SqliteWarehouse::open(dir.path().join("warehouse.db")).await.unwrap();
+    let w = SqliteWarehouse::open(dir.path().join("warehouse.db"))
+        .await
+        .unwrap();
     Fixture { w, _dir: dir }
 }
 
