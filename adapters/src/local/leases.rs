@@ -33,7 +33,8 @@ type Query<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArgume
 const TRIM_HORIZON: &str = "TRIM_HORIZON";
 const SHARD_END: &str = "SHARD_END";
 
-const COLUMNS: &str = "leaseKey, leaseOwner, leaseCounter, checkpoint, checkpointSubSequenceNumber, parentShardId";
+const COLUMNS: &str =
+    "leaseKey, leaseOwner, leaseCounter, checkpoint, checkpointSubSequenceNumber, parentShardId";
 
 /// The lease table, in one SQLite file. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -49,6 +50,7 @@ impl SqliteLeases {
             durability,
             page_size: None,
             readers: 2,
+            writer_cache_kib: 0,
             schema: SCHEMA,
         })
         .await?;
@@ -102,7 +104,10 @@ fn encode_checkpoint(c: &Checkpoint) -> (String, i64) {
 fn lease_of(row: &SqliteRow) -> Result<Lease, PortError> {
     let shard = ShardId::new(row.get::<String, _>("leaseKey"));
     let invalid = |what: &str, value: &str| {
-        PortError::permanent(SERVICE, format!("the lease of {shard} has an invalid {what}: {value:?}"))
+        PortError::permanent(
+            SERVICE,
+            format!("the lease of {shard} has an invalid {what}: {value:?}"),
+        )
     };
     let text: String = row.get("checkpoint");
     let sub: i64 = row.get("checkpointSubSequenceNumber");
@@ -115,7 +120,8 @@ fn lease_of(row: &SqliteRow) -> Result<Lease, PortError> {
         )),
     };
     let parents: String = row.get("parentShardId");
-    let parents: Vec<ShardId> = serde_json::from_str(&parents).map_err(|_| invalid("parentShardId", &parents))?;
+    let parents: Vec<ShardId> =
+        serde_json::from_str(&parents).map_err(|_| invalid("parentShardId", &parents))?;
     let counter: i64 = row.get("leaseCounter");
     Ok(Lease {
         owner: row.get("leaseOwner"),
@@ -169,16 +175,16 @@ impl LeaseStore for SqliteLeases {
 
     async fn checkpoint(&self, lease: &Lease, checkpoint: &Checkpoint) -> Result<Lease, LeaseError> {
         let (text, sub) = encode_checkpoint(checkpoint);
-        self.conditional(
-            lease,
-            "checkpoint = ?4, checkpointSubSequenceNumber = ?5",
-            |q| q.bind(text).bind(sub),
-        )
+        self.conditional(lease, "checkpoint = ?4, checkpointSubSequenceNumber = ?5", |q| {
+            q.bind(text).bind(sub)
+        })
         .await
     }
 
     async fn release(&self, lease: &Lease) -> Result<(), LeaseError> {
-        self.conditional(lease, "leaseOwner = NULL", |q| q).await.map(|_| ())
+        self.conditional(lease, "leaseOwner = NULL", |q| q)
+            .await
+            .map(|_| ())
     }
 }
 
@@ -197,7 +203,9 @@ mod tests {
     }
 
     async fn open(dir: &Path) -> SqliteLeases {
-        SqliteLeases::open(dir.join("leases.db"), Durability::PowerLoss).await.unwrap()
+        SqliteLeases::open(dir.join("leases.db"), Durability::PowerLoss)
+            .await
+            .unwrap()
     }
 
     #[tokio::test]
@@ -211,19 +219,25 @@ mod tests {
             LeaseError::Conflict(fresh.shard.clone()),
             "create only once"
         );
-        assert_eq!(leases.list().await.unwrap(), [fresh.clone()]);
+        assert_eq!(leases.list().await.unwrap(), std::slice::from_ref(&fresh));
 
         let mine = leases.take(&fresh, "worker-a").await.unwrap();
         assert_eq!((mine.owner.as_deref(), mine.counter), (Some("worker-a"), 1));
         // Another worker that saw the old version loses the race.
-        assert!(matches!(leases.take(&fresh, "worker-b").await, Err(LeaseError::Conflict(_))));
+        assert!(matches!(
+            leases.take(&fresh, "worker-b").await,
+            Err(LeaseError::Conflict(_))
+        ));
 
         let renewed = leases.renew(&mine).await.unwrap();
         assert_eq!(renewed.counter, 2);
         assert!(leases.renew(&mine).await.is_err(), "stale counter");
         let mut wrong_owner = renewed.clone();
         wrong_owner.owner = Some("worker-b".into());
-        assert!(leases.renew(&wrong_owner).await.is_err(), "same counter, other owner");
+        assert!(
+            leases.renew(&wrong_owner).await.is_err(),
+            "same counter, other owner"
+        );
         let mut unowned = renewed.clone();
         unowned.owner = None;
         assert!(leases.checkpoint(&unowned, &Checkpoint::ShardEnd).await.is_err());
@@ -246,7 +260,10 @@ mod tests {
         assert!(leases.release(&stolen).await.is_err());
 
         let missing = new_lease("shardId-000000000009");
-        assert!(matches!(leases.renew(&missing).await, Err(LeaseError::Conflict(_))));
+        assert!(matches!(
+            leases.renew(&missing).await,
+            Err(LeaseError::Conflict(_))
+        ));
     }
 
     #[tokio::test]
@@ -254,7 +271,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let leases = open(dir.path()).await;
         let mut child = new_lease("shardId-000000000002");
-        child.parents = vec![ShardId::new("shardId-000000000000"), ShardId::new("shardId-000000000001")];
+        child.parents = vec![
+            ShardId::new("shardId-000000000000"),
+            ShardId::new("shardId-000000000001"),
+        ];
         leases.create(&child).await.unwrap();
         let parent = new_lease("shardId-000000000000");
         leases.create(&parent).await.unwrap();

@@ -113,6 +113,7 @@ impl SqliteQueue {
             durability: options.durability,
             page_size: None,
             readers: 2,
+            writer_cache_kib: 0,
             schema: SCHEMA,
         })
         .await?;
@@ -439,8 +440,14 @@ mod tests {
         let first = q.receive(10, NO_WAIT).await.unwrap();
         assert_eq!(first.len(), 1);
         let m1 = &first[0];
-        assert_eq!((m1.id.as_str(), m1.body.as_str(), m1.receive_count), (id.as_str(), "hello", 1));
-        assert!(q.receive(10, NO_WAIT).await.unwrap().is_empty(), "hidden while in flight");
+        assert_eq!(
+            (m1.id.as_str(), m1.body.as_str(), m1.receive_count),
+            (id.as_str(), "hello", 1)
+        );
+        assert!(
+            q.receive(10, NO_WAIT).await.unwrap().is_empty(),
+            "hidden while in flight"
+        );
         assert_eq!(
             q.depth().await.unwrap(),
             QueueDepth {
@@ -481,7 +488,10 @@ mod tests {
         let started = Instant::now();
         let again = q.receive(1, Duration::from_secs(5)).await.unwrap().remove(0);
         assert!(started.elapsed() >= Duration::from_millis(100));
-        assert!(started.elapsed() < Duration::from_secs(4), "woken when it became visible");
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "woken when it became visible"
+        );
         assert_eq!(again.receive_count, 2);
         // Zero delay: visible at once.
         q.retry_after(&again, NO_WAIT).await.unwrap();
@@ -506,7 +516,11 @@ mod tests {
         let dead = q.dead_letters(10).await.unwrap();
         assert_eq!(dead.len(), 2);
         assert_eq!(
-            (dead[0].message_id.as_str(), dead[0].body.as_str(), dead[0].reason.as_str()),
+            (
+                dead[0].message_id.as_str(),
+                dead[0].body.as_str(),
+                dead[0].reason.as_str()
+            ),
             (got[0].id.as_str(), "a", "checksum mismatch")
         );
         assert_eq!(dead[0].receive_count, 1);
@@ -517,8 +531,14 @@ mod tests {
         assert_eq!(q.redrive(&[dead[1].id, 999]).await.unwrap(), 1);
         let back = q.receive(10, NO_WAIT).await.unwrap();
         assert_eq!(back.len(), 1);
-        assert_eq!((back[0].id.as_str(), back[0].body.as_str()), (got[2].id.as_str(), "c"));
-        assert_eq!(back[0].receive_count, 1, "a redriven message starts counting again");
+        assert_eq!(
+            (back[0].id.as_str(), back[0].body.as_str()),
+            (got[2].id.as_str(), "c")
+        );
+        assert_eq!(
+            back[0].receive_count, 1,
+            "a redriven message starts counting again"
+        );
         assert_eq!(q.redrive_all().await.unwrap(), 1);
         assert_eq!(q.receive(10, NO_WAIT).await.unwrap()[0].body, "a");
         assert_eq!(q.depth().await.unwrap().dead, 0);
@@ -541,7 +561,10 @@ mod tests {
         assert_eq!(got[0].body, "fine");
         let dead = q.dead_letters(10).await.unwrap();
         assert_eq!(dead.len(), 1);
-        assert_eq!((dead[0].body.as_str(), dead[0].reason.as_str()), ("poison", MAX_RECEIVES_EXCEEDED));
+        assert_eq!(
+            (dead[0].body.as_str(), dead[0].reason.as_str()),
+            ("poison", MAX_RECEIVES_EXCEEDED)
+        );
         assert_eq!(dead[0].receive_count, 2);
     }
 
@@ -550,8 +573,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let q = open(dir.path(), Duration::from_secs(60), 0).await;
         let started = Instant::now();
-        assert!(q.receive(10, Duration::from_millis(150)).await.unwrap().is_empty());
-        assert!(started.elapsed() >= Duration::from_millis(150), "waited the whole wait");
+        assert!(
+            q.receive(10, Duration::from_millis(150))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            started.elapsed() >= Duration::from_millis(150),
+            "waited the whole wait"
+        );
 
         let poller = {
             let q = q.clone();

@@ -6,7 +6,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use microbatch_core::ports::PortError;
 use microbatch_core::time::Timestamp;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 
 /// How hard a commit is pushed to the disk before a call returns `Ok`.
 ///
@@ -54,6 +56,9 @@ pub(crate) struct OpenSpec<'a> {
     /// Page size of a new file (ignored for an existing one); large pages suit large blobs.
     pub page_size: Option<u32>,
     pub readers: u32,
+    /// Page cache of the writer, in KiB: a transaction whose pages do not fit spills them to the
+    /// log before its commit, which costs a second pass over them.
+    pub writer_cache_kib: u32,
     /// The schema of version [`SCHEMA_VERSION`], run once on a new file.
     pub schema: &'a str,
 }
@@ -65,9 +70,9 @@ impl Db {
     pub async fn open(spec: OpenSpec<'_>) -> Result<Db, PortError> {
         let service = spec.service;
         if let Some(dir) = spec.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            tokio::fs::create_dir_all(dir).await.map_err(|e| {
-                io_error(service, &format!("cannot create directory {}", dir.display()), &e)
-            })?;
+            tokio::fs::create_dir_all(dir)
+                .await
+                .map_err(|e| io_error(service, &format!("cannot create directory {}", dir.display()), &e))?;
         }
         let base = SqliteConnectOptions::new()
             .filename(spec.path)
@@ -78,7 +83,12 @@ impl Db {
             .pragma("journal_size_limit", (64 * 1024 * 1024).to_string());
         // Switching to WAL needs a lock that busy_timeout does not wait for, so only the writer
         // asks (once per file: WAL is a property of the file), and it connects first.
-        let mut writer_options = base.clone().create_if_missing(true).journal_mode(SqliteJournalMode::Wal);
+        let mut writer_options = base
+            .clone()
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .pragma("cache_size", format!("-{}", spec.writer_cache_kib.max(2048)))
+            .pragma("temp_store", "memory");
         if let Some(size) = spec.page_size {
             writer_options = writer_options.page_size(size);
         }
@@ -205,7 +215,9 @@ pub(crate) fn io_error(service: &'static str, context: &str, e: &std::io::Error)
 
 /// The wall clock, as core's [`Timestamp`].
 pub(crate) fn now() -> Timestamp {
-    let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO);
     Timestamp::from_micros(i64::try_from(since.as_micros()).unwrap_or(i64::MAX))
 }
 
@@ -230,7 +242,11 @@ mod tests {
             &std::io::Error::from(std::io::ErrorKind::PermissionDenied),
         );
         assert!(!e.retryable);
-        let e = io_error("store", "x", &std::io::Error::from(std::io::ErrorKind::Interrupted));
+        let e = io_error(
+            "store",
+            "x",
+            &std::io::Error::from(std::io::ErrorKind::Interrupted),
+        );
         assert!(e.retryable);
         assert!(db_error("stream", "x", sqlx::Error::PoolTimedOut).retryable);
         assert!(!db_error("stream", "x", sqlx::Error::RowNotFound).retryable);
@@ -246,13 +262,17 @@ mod tests {
             durability: Durability::PowerLoss,
             page_size: None,
             readers: 1,
+            writer_cache_kib: 0,
             schema: "CREATE TABLE t (x INTEGER);",
         };
         let db = Db::open(spec(&path)).await.unwrap();
         // Reopening an up-to-date file does not run the schema again.
         db.close().await;
         let db = Db::open(spec(&path)).await.unwrap();
-        sqlx::raw_sql("PRAGMA user_version = 99").execute(&db.writer).await.unwrap();
+        sqlx::raw_sql("PRAGMA user_version = 99")
+            .execute(&db.writer)
+            .await
+            .unwrap();
         db.close().await;
         let err = Db::open(spec(&path)).await.unwrap_err();
         assert!(err.message.contains("newer microbatch"), "{err}");

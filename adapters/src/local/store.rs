@@ -76,7 +76,11 @@ pub struct DirStore<N> {
 impl<N: Notifier> DirStore<N> {
     /// Opens (creating it if needed) the store under `root`; `bucket` is the name notifications
     /// carry. Temporary files left by a crash are removed.
-    pub async fn open(root: impl AsRef<Path>, bucket: impl Into<String>, notifier: N) -> Result<Self, PortError> {
+    pub async fn open(
+        root: impl AsRef<Path>,
+        bucket: impl Into<String>,
+        notifier: N,
+    ) -> Result<Self, PortError> {
         let root = root.as_ref().to_path_buf();
         let swept = {
             let root = root.clone();
@@ -132,7 +136,9 @@ impl<N: Notifier> DirStore<N> {
         let clock = u64::try_from(now().as_micros()).unwrap_or(0);
         let previous = self
             .sequencer
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |last| Some(clock.max(last + 1)))
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |last| {
+                Some(clock.max(last + 1))
+            })
             .unwrap_or_else(|last| last);
         clock.max(previous + 1)
     }
@@ -157,7 +163,10 @@ impl<N: Notifier> DirStore<N> {
             sync_dir(&dir)
         })
         .await
-        .map_err(|e| PortError { message: format!("{context}: {}", e.message), ..e })
+        .map_err(|e| PortError {
+            message: format!("{context}: {}", e.message),
+            ..e
+        })
     }
 }
 
@@ -175,11 +184,16 @@ impl<N: Notifier> ObjectStore for DirStore<N> {
             ));
         }
         let name = file_name(&path);
-        let sidecar = serde_json::to_vec_pretty(&metadata.to_pairs())
-            .map_err(|e| PortError::permanent(SERVICE, format!("cannot encode the metadata of {key:?}: {e}")))?;
+        let sidecar = serde_json::to_vec_pretty(&metadata.to_pairs()).map_err(|e| {
+            PortError::permanent(SERVICE, format!("cannot encode the metadata of {key:?}: {e}"))
+        })?;
         let size = body.len() as u64;
-        self.write(key, path, vec![(format!("{name}{SIDECAR_SUFFIX}"), sidecar), (name, body)])
-            .await?;
+        self.write(
+            key,
+            path,
+            vec![(format!("{name}{SIDECAR_SUFFIX}"), sidecar), (name, body)],
+        )
+        .await?;
         let message = object_created_message(&self.bucket, key, size, self.next_sequencer(), now());
         self.notifier.notify(message).await
     }
@@ -210,7 +224,10 @@ impl<N: Notifier> ObjectStore for DirStore<N> {
             };
             let metadata = match fs::read(sidecar_path(&path)) {
                 Ok(bytes) => serde_json::from_slice::<BTreeMap<String, String>>(&bytes).map_err(|e| {
-                    PortError::permanent(SERVICE, format!("{context}: its metadata sidecar is not valid: {e}"))
+                    PortError::permanent(
+                        SERVICE,
+                        format!("{context}: its metadata sidecar is not valid: {e}"),
+                    )
                 })?,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => BTreeMap::new(),
                 Err(e) => return Err(io_error(SERVICE, &context, &e)),
@@ -243,7 +260,9 @@ fn check_key(key: &str) -> Result<(), &'static str> {
         match part {
             "" => return Err("it has an empty path segment"),
             "." | ".." => return Err("it has a `.` or `..` segment"),
-            p if p.starts_with('.') => return Err("a segment starts with a dot (reserved for temporary files)"),
+            p if p.starts_with('.') => {
+                return Err("a segment starts with a dot (reserved for temporary files)");
+            }
             _ => {}
         }
     }
@@ -287,7 +306,11 @@ fn make_dirs(root: &Path, dir: &Path) -> Result<(), PortError> {
             Ok(()) => sync_dir(&parent)?,
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists && current.is_dir() => {}
             Err(e) => {
-                return Err(io_error(SERVICE, &format!("cannot create {}", current.display()), &e));
+                return Err(io_error(
+                    SERVICE,
+                    &format!("cannot create {}", current.display()),
+                    &e,
+                ));
             }
         }
     }
@@ -446,7 +469,10 @@ mod tests {
         let store = DirStore::open(dir.path(), "b", NoNotifier).await.unwrap();
         assert_eq!(store.get("loads/none.csv").await.unwrap(), None);
         let key = "rejected/orders/2024/05/01/07/shardId-000000000000-5.json";
-        store.put(key, b"{\"reason\":\"x\"}".to_vec(), "application/json").await.unwrap();
+        store
+            .put(key, b"{\"reason\":\"x\"}".to_vec(), "application/json")
+            .await
+            .unwrap();
         let object = store.get(key).await.unwrap().unwrap();
         assert_eq!(object.body, b"{\"reason\":\"x\"}");
         assert!(object.metadata.is_empty());
@@ -455,7 +481,10 @@ mod tests {
         store.put_batch(KEY, b"x".to_vec(), &metadata()).await.unwrap();
         store.put(KEY, b"y".to_vec(), "text/csv").await.unwrap();
         let object = store.get(KEY).await.unwrap().unwrap();
-        assert_eq!((object.body.as_slice(), object.metadata.len()), (b"y".as_slice(), 0));
+        assert_eq!(
+            (object.body.as_slice(), object.metadata.len()),
+            (b"y".as_slice(), 0)
+        );
         assert_eq!(store.keys("").await.unwrap(), [KEY, key]);
         assert_eq!(store.keys("rejected/").await.unwrap(), [key]);
     }
@@ -463,7 +492,9 @@ mod tests {
     #[tokio::test]
     async fn keys_outside_the_root_are_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let store = DirStore::open(dir.path().join("root"), "b", NoNotifier).await.unwrap();
+        let store = DirStore::open(dir.path().join("root"), "b", NoNotifier)
+            .await
+            .unwrap();
         let long = "a/".repeat(600) + "x";
         for bad in [
             "",
@@ -494,7 +525,10 @@ mod tests {
         let store = DirStore::open(dir.path(), "b", NoNotifier).await.unwrap();
         let mut gz = metadata();
         gz.compression = Compression::Gzip;
-        let err = store.put_batch("loads/t/x.csv.gz", b"x".to_vec(), &gz).await.unwrap_err();
+        let err = store
+            .put_batch("loads/t/x.csv.gz", b"x".to_vec(), &gz)
+            .await
+            .unwrap_err();
         assert!(!err.retryable);
         assert!(err.message.contains("uncompressed"), "{err}");
         assert_eq!(store.get("loads/t/x.csv.gz").await.unwrap(), None);
@@ -505,7 +539,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("objects");
         let store = DirStore::open(&root, "b", NoNotifier).await.unwrap();
-        store.put_batch(KEY, b"complete".to_vec(), &metadata()).await.unwrap();
+        store
+            .put_batch(KEY, b"complete".to_vec(), &metadata())
+            .await
+            .unwrap();
         let object_dir = root.join(KEY).parent().unwrap().to_path_buf();
         let names = |d: &Path| -> Vec<String> {
             let mut v: Vec<String> = fs::read_dir(d)
@@ -535,7 +572,10 @@ mod tests {
         fs::write(root.join(format!("{other}.meta.json")), b"{}").unwrap();
         assert_eq!(store.get(other).await.unwrap(), None);
         store.put_batch(other, b"z".to_vec(), &metadata()).await.unwrap();
-        assert_eq!(store.get(other).await.unwrap().unwrap().metadata, metadata().to_pairs());
+        assert_eq!(
+            store.get(other).await.unwrap().unwrap().metadata,
+            metadata().to_pairs()
+        );
     }
 
     #[tokio::test]
@@ -549,7 +589,10 @@ mod tests {
         }
         let dir = tempfile::tempdir().unwrap();
         let store = DirStore::open(dir.path(), "b", Down).await.unwrap();
-        let err = store.put_batch(KEY, b"x".to_vec(), &metadata()).await.unwrap_err();
+        let err = store
+            .put_batch(KEY, b"x".to_vec(), &metadata())
+            .await
+            .unwrap_err();
         assert!(err.retryable, "the consumer retries, rewriting the same key");
         assert!(store.get(KEY).await.unwrap().is_some());
     }

@@ -68,6 +68,9 @@ fn insert_sql(rows: usize) -> &'static str {
     &all[rows]
 }
 
+/// Rows whose sizes a read looks up at a time, until it has its byte budget.
+const SIZE_PAGE: i64 = 128;
+
 /// Rows deleted per transaction by the retention trim, so a trim never holds the write lock long.
 const TRIM_CHUNK: i64 = 1_000;
 
@@ -122,8 +125,9 @@ impl SqliteStream {
             path,
             durability: options.durability,
             // Records are up to 1 MiB: larger pages mean shorter overflow chains.
-            page_size: Some(16 * 1024),
+            page_size: Some(64 * 1024),
             readers: options.readers,
+            writer_cache_kib: 64 * 1024,
             schema: SCHEMA,
         })
         .await?;
@@ -219,7 +223,8 @@ impl SqliteStream {
 
     /// Deletes the records older than the retention; returns how many.
     pub async fn trim(&self) -> Result<u64, PortError> {
-        let cutoff = Timestamp::from_micros(now().as_micros().saturating_sub(duration_micros(self.retention)));
+        let cutoff =
+            Timestamp::from_micros(now().as_micros().saturating_sub(duration_micros(self.retention)));
         self.trim_before(cutoff).await
     }
 
@@ -285,18 +290,24 @@ impl SqliteStream {
         if key_chars == 0 || key_chars > MAX_PARTITION_KEY_CHARS {
             return Err(PortError::permanent(
                 SERVICE,
-                format!("a partition key must have 1 to {MAX_PARTITION_KEY_CHARS} characters, not {key_chars}"),
+                format!(
+                    "a partition key must have 1 to {MAX_PARTITION_KEY_CHARS} characters, not {key_chars}"
+                ),
             ));
         }
         let size = record.data.len() + record.partition_key.len();
         if size > KINESIS_MAX_RECORD_BYTES {
             return Err(PortError::permanent(
                 SERVICE,
-                format!("a record of {size} bytes (data and partition key) exceeds the {KINESIS_MAX_RECORD_BYTES}-byte limit"),
+                format!(
+                    "a record of {size} bytes (data and partition key) exceeds the {KINESIS_MAX_RECORD_BYTES}-byte limit"
+                ),
             ));
         }
         let hash = match &record.explicit_hash_key {
-            Some(k) => parse_explicit_hash_key(k).map_err(|e| PortError::permanent(SERVICE, e.to_string()))?,
+            Some(k) => {
+                parse_explicit_hash_key(k).map_err(|e| PortError::permanent(SERVICE, e.to_string()))?
+            }
             None => hash_key_of(&record.partition_key),
         };
         let shard = &self.map.shard_for(hash).id;
@@ -403,25 +414,35 @@ impl StreamReader for SqliteStream {
         // One read transaction: the sizes, the records and the newest sequence number all come
         // from one snapshot.
         let mut tx = self.db.reader.begin().await.map_err(err)?;
-        // Sizes first (length() of a blob does not read it), to stop at the byte budget.
-        let sizes: Vec<(i64, i64)> = sqlx::query_as(
-            "SELECT seq, length(data) + length(CAST(partition_key AS BLOB)) FROM records \
-             WHERE shard = ?1 AND seq >= ?2 ORDER BY seq LIMIT ?3",
-        )
-        .bind(idx)
-        .bind(start)
-        .bind(limit)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(err)?;
+        // Sizes first, a page at a time, to stop at the byte budget without reading further.
         let mut budget = self.max_read_bytes as i64;
         let mut last = None;
-        for (i, (seq, size)) in sizes.iter().enumerate() {
-            if i > 0 && *size > budget {
-                break;
+        let mut count = 0i64;
+        let mut cursor = start;
+        'pages: while count < limit {
+            let page = (limit - count).min(SIZE_PAGE);
+            let sizes: Vec<(i64, i64)> = sqlx::query_as(
+                "SELECT seq, length(data) + length(CAST(partition_key AS BLOB)) FROM records \
+                 WHERE shard = ?1 AND seq >= ?2 ORDER BY seq LIMIT ?3",
+            )
+            .bind(idx)
+            .bind(cursor)
+            .bind(page)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(err)?;
+            for (seq, size) in &sizes {
+                if count > 0 && *size > budget {
+                    break 'pages;
+                }
+                budget -= size;
+                last = Some(*seq);
+                count += 1;
             }
-            budget -= size;
-            last = Some(*seq);
+            match last {
+                Some(l) if (sizes.len() as i64) == page => cursor = l + 1,
+                _ => break,
+            }
         }
         let rows = match last {
             None => Vec::new(),
@@ -584,11 +605,17 @@ mod tests {
         }
         for (shard, expected) in &sent {
             let seqs: Vec<&SequenceNumber> = expected.iter().map(|(s, _)| s).collect();
-            assert!(seqs.windows(2).all(|w| w[0] < w[1]), "strictly increasing in {shard}");
+            assert!(
+                seqs.windows(2).all(|w| w[0] < w[1]),
+                "strictly increasing in {shard}"
+            );
 
             let all = stream.read(shard, &ReadFrom::Oldest, 10_000).await.unwrap();
-            let got: Vec<(SequenceNumber, Vec<u8>)> =
-                all.records.iter().map(|r| (r.seq.clone(), r.data.clone())).collect();
+            let got: Vec<(SequenceNumber, Vec<u8>)> = all
+                .records
+                .iter()
+                .map(|r| (r.seq.clone(), r.data.clone()))
+                .collect();
             assert_eq!(&got, expected, "everything, in put order");
             assert_eq!(all.millis_behind_latest, Some(0));
             assert!(!all.end_of_shard);
@@ -599,12 +626,18 @@ mod tests {
             assert_eq!(&at.records[0].seq, mid);
             assert_eq!(at.records.len(), 3);
             assert!(at.millis_behind_latest.unwrap() >= 1, "not caught up");
-            let after = stream.read(shard, &ReadFrom::After(mid.clone()), 10_000).await.unwrap();
+            let after = stream
+                .read(shard, &ReadFrom::After(mid.clone()), 10_000)
+                .await
+                .unwrap();
             assert!(after.records.iter().all(|r| &r.seq > mid));
             assert_eq!(after.records.len(), expected.len() - expected.len() / 2 - 1);
 
             let last = &expected.last().unwrap().0;
-            let empty = stream.read(shard, &ReadFrom::After(last.clone()), 10).await.unwrap();
+            let empty = stream
+                .read(shard, &ReadFrom::After(last.clone()), 10)
+                .await
+                .unwrap();
             assert!(empty.records.is_empty());
             assert_eq!(empty.millis_behind_latest, Some(0));
         }
@@ -612,7 +645,10 @@ mod tests {
         // At a sequence number of another shard (they interleave): the next one of this shard.
         let shards: Vec<&ShardId> = sent.keys().collect();
         let other = &sent[shards[1]][0].0;
-        let from = stream.read(shards[0], &ReadFrom::At(other.clone()), 1).await.unwrap();
+        let from = stream
+            .read(shards[0], &ReadFrom::At(other.clone()), 1)
+            .await
+            .unwrap();
         assert!(&from.records[0].seq > other);
 
         let err = stream
@@ -632,7 +668,9 @@ mod tests {
             max_read_bytes: 2_500,
             ..StreamOptions::default()
         };
-        let stream = SqliteStream::open(dir.path().join("s.db"), options).await.unwrap();
+        let stream = SqliteStream::open(dir.path().join("s.db"), options)
+            .await
+            .unwrap();
         put(&stream, (0..5).map(|_| record("k", &[7u8; 999])).collect()).await;
         put(&stream, vec![record("k", &[1u8; 9_000])]).await;
         let shard = ShardId::new("shardId-000000000000");
@@ -646,7 +684,11 @@ mod tests {
         assert_eq!(third.records.len(), 1, "the big one does not fit after the fifth");
         from = ReadFrom::After(third.records[0].seq.clone());
         let big = stream.read(&shard, &from, 100).await.unwrap();
-        assert_eq!(big.records.len(), 1, "a record over the budget still comes, alone");
+        assert_eq!(
+            big.records.len(),
+            1,
+            "a record over the budget still comes, alone"
+        );
         assert_eq!(big.records[0].data.len(), 9_000);
         assert_eq!(big.millis_behind_latest, Some(0));
     }
@@ -661,10 +703,17 @@ mod tests {
         drop(stream);
 
         let reopened = open(dir.path(), 8).await;
-        assert_eq!(reopened.list_shards().await.unwrap(), shards, "created with 3, kept 3");
+        assert_eq!(
+            reopened.list_shards().await.unwrap(),
+            shards,
+            "created with 3, kept 3"
+        );
         assert_eq!(reopened.record_count().await.unwrap(), 50);
         for ack in &acks {
-            let read = reopened.read(&ack.shard, &ReadFrom::At(ack.seq.clone()), 1).await.unwrap();
+            let read = reopened
+                .read(&ack.shard, &ReadFrom::At(ack.seq.clone()), 1)
+                .await
+                .unwrap();
             assert_eq!(read.records[0].seq, ack.seq);
         }
         let max = acks.iter().map(|a| a.seq.clone()).max().unwrap();
@@ -678,7 +727,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let stream = open(dir.path(), 1).await;
         let n = TRIM_CHUNK as usize * 2 + 5;
-        let old = put(&stream, (0..n).map(|i| record(&format!("k{i}"), b"old")).collect()).await;
+        let old = put(
+            &stream,
+            (0..n).map(|i| record(&format!("k{i}"), b"old")).collect(),
+        )
+        .await;
         let cutoff = now().saturating_add(Duration::from_millis(1));
         tokio::time::sleep(Duration::from_millis(5)).await;
         let young = put(&stream, vec![record("k", b"young")]).await.remove(0);
@@ -690,7 +743,10 @@ mod tests {
         assert_eq!(left.records.len(), 1);
         assert_eq!(left.records[0].seq, young.seq);
         // A checkpoint on a trimmed record still reads on from there.
-        let from_trimmed = stream.read(shard, &ReadFrom::After(old[3].seq.clone()), 10).await.unwrap();
+        let from_trimmed = stream
+            .read(shard, &ReadFrom::After(old[3].seq.clone()), 10)
+            .await
+            .unwrap();
         assert_eq!(from_trimmed.records.len(), 1);
 
         // Empty the log entirely, reopen: the next record still gets a larger number.
@@ -706,7 +762,9 @@ mod tests {
             retention: Duration::from_millis(1),
             ..StreamOptions::default()
         };
-        let stream = SqliteStream::open(dir.path().join("stream.db"), short).await.unwrap();
+        let stream = SqliteStream::open(dir.path().join("stream.db"), short)
+            .await
+            .unwrap();
         tokio::time::sleep(Duration::from_millis(5)).await;
         let trimmer = stream.spawn_trimmer(Duration::from_millis(10));
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -739,7 +797,11 @@ mod tests {
             let acks = t.await.unwrap();
             // Within one producer, later calls get larger numbers in each shard.
             for shard in stream.list_shards().await.unwrap() {
-                let seqs: Vec<_> = acks.iter().filter(|a| a.shard == shard.id).map(|a| &a.seq).collect();
+                let seqs: Vec<_> = acks
+                    .iter()
+                    .filter(|a| a.shard == shard.id)
+                    .map(|a| &a.seq)
+                    .collect();
                 assert!(seqs.windows(2).all(|w| w[0] < w[1]));
             }
             all.extend(acks);
@@ -763,25 +825,32 @@ mod tests {
                     durability,
                     ..StreamOptions::default()
                 };
-                let stream = SqliteStream::open(dir.path().join("s.db"), options).await.unwrap();
+                let stream = SqliteStream::open(dir.path().join("s.db"), options)
+                    .await
+                    .unwrap();
                 let payload = vec![0xA5u8; size];
                 let started = Instant::now();
                 for c in 0..calls {
-                    let records = (0..per_call).map(|i| record(&format!("{c}-{i}"), &payload)).collect();
+                    let records = (0..per_call)
+                        .map(|i| record(&format!("{c}-{i}"), &payload))
+                        .collect();
                     put(&stream, records).await;
                 }
                 let secs = started.elapsed().as_secs_f64();
                 let n = (per_call * calls) as f64;
-                let shard = ShardId::new("shardId-000000000000");
+                // Drain every shard, as the consumer does.
                 let started = Instant::now();
                 let mut read = 0usize;
-                let mut from = ReadFrom::Oldest;
-                loop {
-                    let batch = stream.read(&shard, &from, 10_000).await.unwrap();
-                    let Some(last) = batch.records.last() else { break };
-                    from = ReadFrom::After(last.seq.clone());
-                    read += batch.records.iter().map(|r| r.data.len()).sum::<usize>();
+                for shard in stream.list_shards().await.unwrap() {
+                    let mut from = ReadFrom::Oldest;
+                    loop {
+                        let batch = stream.read(&shard.id, &from, 10_000).await.unwrap();
+                        let Some(last) = batch.records.last() else { break };
+                        from = ReadFrom::After(last.seq.clone());
+                        read += batch.records.iter().map(|r| r.data.len()).sum::<usize>();
+                    }
                 }
+                assert_eq!(read, size * per_call * calls);
                 let read_secs = started.elapsed().as_secs_f64();
                 eprintln!(
                     "put {durability:?} {size} B x {per_call}/call: {:.0} records/s, {:.1} MiB/s; \
