@@ -51,6 +51,8 @@ impl Stack {
         )
         .await
         .context("cannot open the local stream")?;
+        // Like Kinesis retention: records older than `stream.retention_hours` go, read or not.
+        stream.spawn_trimmer(Duration::from_secs(60));
         let queue = Arc::new(
             SqliteQueue::open(
                 data.join("queue.db"),

@@ -212,12 +212,14 @@ where
                 .await
             }
         };
-        match result {
-            Ok(()) => Ok(()),
-            // The message will come back when its visibility lapses; nothing is lost.
-            Err(e) if e.retryable => Ok(()),
-            Err(e) => Err(e.into()),
+        // Whatever failed here, the message stays in the queue and comes back when its visibility
+        // lapses (or was already redelivered: a stale receipt, when another importer holds it).
+        // Either way nothing is lost and the manifest turns the redelivery into a skip, so a queue
+        // error is reported, never fatal.
+        if let Err(e) = result {
+            self.observer.observe(Observation::PortRetry { service: e.service, error: &e.message });
         }
+        Ok(())
     }
 
     async fn import_object(&self, message: &Message, object: &crate::import::ObjectRef) -> Verdict {
@@ -350,5 +352,90 @@ where
             Decision::RetryAt { at, .. } => Verdict::RetryAt(at),
             Decision::DeadLetter { reason } => Verdict::DeadLetter(reason.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::catalog::Source;
+    use crate::ports::{NoObserver, StoredObject};
+
+    struct Now;
+    impl Clock for Now {
+        fn now(&self) -> Timestamp {
+            Timestamp::from_millis(1_000)
+        }
+        fn sleep_until(&self, _: Timestamp) -> impl Future<Output = ()> + Send {
+            std::future::ready(())
+        }
+    }
+    struct Half;
+    impl Entropy for Half {
+        fn unit(&self) -> f64 {
+            0.5
+        }
+        fn fill(&self, buf: &mut [u8]) {
+            buf.fill(7);
+        }
+    }
+
+    /// A queue that delivers one message, then fails every ack / delay / dead-letter as a stale
+    /// receipt does (another importer received the message since).
+    struct StaleQueue(Mutex<Option<Message>>);
+    impl Queue for StaleQueue {
+        async fn receive(&self, _: usize, _: Duration) -> Result<Vec<Message>, PortError> {
+            Ok(self.0.lock().unwrap().take().into_iter().collect())
+        }
+        async fn ack(&self, _: &Message) -> Result<(), PortError> {
+            Err(PortError::permanent("queue", "stale receipt"))
+        }
+        async fn retry_after(&self, _: &Message, _: Duration) -> Result<(), PortError> {
+            Err(PortError::permanent("queue", "stale receipt"))
+        }
+        async fn dead_letter(&self, _: &Message, _: &str) -> Result<(), PortError> {
+            Err(PortError::permanent("queue", "stale receipt"))
+        }
+    }
+    struct NoObjects;
+    impl ObjectStore for NoObjects {
+        async fn put_batch(&self, _: &str, _: Vec<u8>, _: &BatchMetadata) -> Result<(), PortError> {
+            Ok(())
+        }
+        async fn put(&self, _: &str, _: Vec<u8>, _: &str) -> Result<(), PortError> {
+            Ok(())
+        }
+        async fn get(&self, _: &str) -> Result<Option<StoredObject>, PortError> {
+            Ok(None)
+        }
+    }
+    struct Empty;
+    impl Warehouse for Empty {
+        async fn migrate(&self, _: &Catalog) -> Result<(), WarehouseError> {
+            Ok(())
+        }
+        async fn is_loaded(&self, _: &str, _: &str) -> Result<bool, WarehouseError> {
+            Ok(false)
+        }
+        async fn load(&self, _: LoadRequest<'_>) -> Result<LoadOutcome, WarehouseError> {
+            Ok(LoadOutcome::AlreadyLoaded)
+        }
+    }
+
+    #[test]
+    fn a_stale_receipt_is_not_fatal() {
+        let text = "[[events]]\ntype = \"e\"\n[[events.outputs]]\ntable = \"t\"\ncolumns = [ { name = \"a\", type = \"text\", pointer = \"/a\" } ]\n";
+        let catalog = Catalog::load([Source { name: "c.toml".into(), text: text.into() }]).unwrap();
+        let message = Message { id: "m".into(), receipt: "r".into(), body: "not json".into(), receive_count: 1 };
+        let queue = StaleQueue(Mutex::new(Some(message)));
+        futures::executor::block_on(async {
+            let importer = Importer::start(&queue, &NoObjects, &Empty, &Now, &Half, &NoObserver, &catalog, ImporterConfig::default())
+                .await
+                .unwrap();
+            assert_eq!(importer.step().await.unwrap(), 1, "the message was handled and the importer goes on");
+            assert_eq!(importer.step().await.unwrap(), 0);
+        });
     }
 }
