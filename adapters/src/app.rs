@@ -122,7 +122,9 @@ pub fn importer_config(config: &Config) -> ImporterConfig {
 }
 
 fn hostname() -> String {
-    std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "worker".into())
+    std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "worker".into())
 }
 
 /// Serves the producer until `shutdown`, then drains: returns once every accepted event is
@@ -136,9 +138,15 @@ pub async fn serve_producer<S: StreamWriter + 'static>(
     bound: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
 ) -> anyhow::Result<()> {
     static OBSERVER: MetricsObserver = MetricsObserver { service: "produce" };
-    let (producer, handle) = Producer::start(stream, &SystemClock, &OsEntropy, &OBSERVER, producer_config(config))
-        .await
-        .context("the producer cannot read the stream's shards")?;
+    let (producer, handle) = Producer::start(
+        stream,
+        &SystemClock,
+        &OsEntropy,
+        &OBSERVER,
+        producer_config(config),
+    )
+    .await
+    .context("the producer cannot read the stream's shards")?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let driver = tokio::spawn(producer.run(async {
         let _ = stop_rx.await;
@@ -161,7 +169,10 @@ pub async fn serve_producer<S: StreamWriter + 'static>(
             state.ready.store(false, std::sync::atomic::Ordering::Release);
         }
     };
-    axum::serve(listener, app).with_graceful_shutdown(stopping).await.context("the HTTP server failed")?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(stopping)
+        .await
+        .context("the HTTP server failed")?;
     let _ = stop_tx.send(());
     driver.await.context("the producer driver panicked")?;
     tracing::info!("producer stopped; every accepted event is durable");
@@ -184,7 +195,16 @@ where
     L: LeaseStore,
 {
     static OBSERVER: MetricsObserver = MetricsObserver { service: "consume" };
-    let consumer = Consumer::new(reader, store, leases, &SystemClock, &OsEntropy, &OBSERVER, catalog, consumer_config(config))?;
+    let consumer = Consumer::new(
+        reader,
+        store,
+        leases,
+        &SystemClock,
+        &OsEntropy,
+        &OBSERVER,
+        catalog,
+        consumer_config(config),
+    )?;
     consumer.run(shutdown.wait()).await?;
     tracing::info!("consumer stopped; buffers flushed and checkpointed");
     Ok(())
@@ -205,9 +225,17 @@ where
     W: Warehouse,
 {
     static OBSERVER: MetricsObserver = MetricsObserver { service: "import" };
-    let importer =
-        Importer::start(queue, store, warehouse, &SystemClock, &OsEntropy, &OBSERVER, catalog, importer_config(config))
-            .await?;
+    let importer = Importer::start(
+        queue,
+        store,
+        warehouse,
+        &SystemClock,
+        &OsEntropy,
+        &OBSERVER,
+        catalog,
+        importer_config(config),
+    )
+    .await?;
     importer.run(shutdown.wait()).await?;
     tracing::info!("importer stopped");
     Ok(())

@@ -14,7 +14,10 @@ pub fn load(dir: &Path) -> anyhow::Result<Catalog> {
         if path.extension().is_some_and(|e| e == "toml") {
             let text = std::fs::read_to_string(&path)
                 .map_err(|e| anyhow::anyhow!("cannot read catalog file {}: {e}", path.display()))?;
-            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             sources.push(Source { name, text });
         }
     }

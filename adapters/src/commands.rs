@@ -24,8 +24,14 @@ use crate::workload::{self, GITHUB_SECRET, Request, STRIPE_SECRET};
 const EXAMPLE_CATALOG: [(&str, &str); 4] = [
     ("shop.toml", include_str!("../../examples/catalog/shop.toml")),
     ("web.toml", include_str!("../../examples/catalog/web.toml")),
-    ("payments.toml", include_str!("../../examples/catalog/payments.toml")),
-    ("codehost.toml", include_str!("../../examples/catalog/codehost.toml")),
+    (
+        "payments.toml",
+        include_str!("../../examples/catalog/payments.toml"),
+    ),
+    (
+        "codehost.toml",
+        include_str!("../../examples/catalog/codehost.toml"),
+    ),
 ];
 
 /// The configured catalog; the built-in example when the default directory is not there.
@@ -33,7 +39,10 @@ pub fn load_catalog(config: &Config) -> anyhow::Result<Catalog> {
     let dir = &config.catalog.dir;
     if !dir.exists() && dir == Path::new("examples/catalog") {
         tracing::info!("no ./examples/catalog here: using the built-in example catalog");
-        let sources = EXAMPLE_CATALOG.map(|(n, t)| Source { name: n.into(), text: t.into() });
+        let sources = EXAMPLE_CATALOG.map(|(n, t)| Source {
+            name: n.into(),
+            text: t.into(),
+        });
         return Ok(Catalog::load(sources)?);
     }
     crate::catalog_dir::load(dir)
@@ -60,8 +69,12 @@ async fn run_all(
     let config = Arc::new(config);
     let (consumer_stop, importer_stop) = (Shutdown::default(), Shutdown::default());
     let producer = {
-        let (config, catalog, shutdown, consumer_stop) =
-            (config.clone(), catalog.clone(), shutdown.clone(), consumer_stop.clone());
+        let (config, catalog, shutdown, consumer_stop) = (
+            config.clone(),
+            catalog.clone(),
+            shutdown.clone(),
+            consumer_stop.clone(),
+        );
         tokio::spawn(async move {
             let result = serve_producer(&config, catalog, &stack.stream, metrics, shutdown, bound).await;
             consumer_stop.trigger();
@@ -69,17 +82,39 @@ async fn run_all(
         })
     };
     let consumer = {
-        let (config, catalog, importer_stop, stop) =
-            (config.clone(), catalog.clone(), importer_stop.clone(), consumer_stop.clone());
+        let (config, catalog, importer_stop, stop) = (
+            config.clone(),
+            catalog.clone(),
+            importer_stop.clone(),
+            consumer_stop.clone(),
+        );
         tokio::spawn(async move {
-            let result = run_consumer(&config, &catalog, &stack.stream, &stack.store, &stack.leases, stop).await;
+            let result = run_consumer(
+                &config,
+                &catalog,
+                &stack.stream,
+                &stack.store,
+                &stack.leases,
+                stop,
+            )
+            .await;
             importer_stop.trigger();
             result
         })
     };
     let importer = {
         let (config, stop) = (config.clone(), importer_stop.clone());
-        tokio::spawn(async move { run_importer(&config, &catalog, &*stack.queue, &stack.store, &stack.warehouse, stop).await })
+        tokio::spawn(async move {
+            run_importer(
+                &config,
+                &catalog,
+                &*stack.queue,
+                &stack.store,
+                &stack.warehouse,
+                stop,
+            )
+            .await
+        })
     };
     let emf = tokio::spawn(crate::telemetry::emf_flush(Duration::from_secs(60)));
     let (p, c, i) = tokio::join!(producer, consumer, importer);
@@ -116,7 +151,15 @@ pub async fn consume(config: Config) -> anyhow::Result<()> {
     shutdown.on_signals();
     crate::telemetry::setup_metrics(config.log.metrics);
     let emf = tokio::spawn(crate::telemetry::emf_flush(Duration::from_secs(60)));
-    let result = run_consumer(&config, &catalog, &stack.stream, &stack.store, &stack.leases, shutdown).await;
+    let result = run_consumer(
+        &config,
+        &catalog,
+        &stack.stream,
+        &stack.store,
+        &stack.leases,
+        shutdown,
+    )
+    .await;
     emf.abort();
     crate::telemetry::flush_emf_now();
     result
@@ -128,7 +171,15 @@ pub async fn import(config: Config) -> anyhow::Result<()> {
     shutdown.on_signals();
     crate::telemetry::setup_metrics(config.log.metrics);
     let emf = tokio::spawn(crate::telemetry::emf_flush(Duration::from_secs(60)));
-    let result = run_importer(&config, &catalog, &*stack.queue, &stack.store, &stack.warehouse, shutdown).await;
+    let result = run_importer(
+        &config,
+        &catalog,
+        &*stack.queue,
+        &stack.store,
+        &stack.warehouse,
+        shutdown,
+    )
+    .await;
     emf.abort();
     crate::telemetry::flush_emf_now();
     result
@@ -137,8 +188,16 @@ pub async fn import(config: Config) -> anyhow::Result<()> {
 pub async fn migrate(config: Config) -> anyhow::Result<()> {
     use microbatch_core::ports::Warehouse as _;
     let (catalog, stack) = open(&config).await?;
-    stack.warehouse.migrate(&catalog).await.context("migration failed")?;
-    println_out(&format!("warehouse migrated: {} tables for catalog {}", catalog.tables().len(), catalog.version()));
+    stack
+        .warehouse
+        .migrate(&catalog)
+        .await
+        .context("migration failed")?;
+    println_out(&format!(
+        "warehouse migrated: {} tables for catalog {}",
+        catalog.tables().len(),
+        catalog.version()
+    ));
     Ok(())
 }
 
@@ -159,7 +218,10 @@ pub async fn check(config: Config) -> anyhow::Result<()> {
         for d in &differences {
             println_out(&format!("warehouse: {d}"));
         }
-        bail!("the warehouse differs from the catalog in {} place(s); run `microbatch migrate`", differences.len())
+        bail!(
+            "the warehouse differs from the catalog in {} place(s); run `microbatch migrate`",
+            differences.len()
+        )
     }
 }
 
@@ -180,7 +242,17 @@ fn expected_rows(catalog: &Catalog, events: &[Envelope]) -> BTreeMap<String, u64
     let mut appended: BTreeMap<String, u64> = BTreeMap::new();
     let mut keys: BTreeMap<String, std::collections::BTreeSet<Vec<Option<String>>>> = BTreeMap::new();
     for e in events {
-        if mapper.map(e, Lineage { shard: &shard, position: &position }, &mut out).is_err() {
+        if mapper
+            .map(
+                e,
+                Lineage {
+                    shard: &shard,
+                    position: &position,
+                },
+                &mut out,
+            )
+            .is_err()
+        {
             continue;
         }
         for (table_id, row) in out.iter() {
@@ -190,7 +262,10 @@ fn expected_rows(catalog: &Catalog, events: &[Envelope]) -> BTreeMap<String, u64
                 Mode::Upsert { key } => {
                     let fields = parse_rows(row).expect("our own CSV").remove(0);
                     let names: Vec<&str> = table.column_names().collect();
-                    let k = key.iter().map(|c| fields[names.iter().position(|n| n == c).expect("key column")].clone()).collect();
+                    let k = key
+                        .iter()
+                        .map(|c| fields[names.iter().position(|n| n == c).expect("key column")].clone())
+                        .collect();
                     keys.entry(table.name.clone()).or_default().insert(k);
                 }
             }
@@ -215,9 +290,16 @@ fn envelopes_of(request: &Request) -> Vec<Envelope> {
                 payload: RawValue::from_string(e["payload"].to_string()).expect("JSON"),
             })
             .collect(),
-        Request::Webhook { source, headers, body } => {
+        Request::Webhook {
+            source,
+            headers,
+            body,
+        } => {
             let v: Value = serde_json::from_slice(body).expect("JSON");
-            let event_type = v["type"].as_str().map(str::to_owned).unwrap_or_else(|| headers[0].1.clone());
+            let event_type = v["type"]
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| headers[0].1.clone());
             vec![Envelope {
                 id: EventId(format!("{source}:x")),
                 event_type,
@@ -232,9 +314,21 @@ fn envelopes_of(request: &Request) -> Vec<Envelope> {
 
 async fn send(client: &reqwest::Client, base: &str, request: &Request) -> anyhow::Result<()> {
     let response = match request {
-        Request::Events(events) => client.post(format!("{base}/v1/events")).json(events).send().await?,
-        Request::Webhook { source, headers, body } => {
-            let mut r = client.post(format!("{base}/v1/webhooks/{source}")).header("content-type", "application/json");
+        Request::Events(events) => {
+            client
+                .post(format!("{base}/v1/events"))
+                .json(events)
+                .send()
+                .await?
+        }
+        Request::Webhook {
+            source,
+            headers,
+            body,
+        } => {
+            let mut r = client
+                .post(format!("{base}/v1/webhooks/{source}"))
+                .header("content-type", "application/json");
             for (k, v) in headers {
                 r = r.header(*k, v);
             }
@@ -243,7 +337,10 @@ async fn send(client: &reqwest::Client, base: &str, request: &Request) -> anyhow
     };
     let status = response.status();
     if status.as_u16() != 202 {
-        bail!("the producer answered {status}: {}", response.text().await.unwrap_or_default());
+        bail!(
+            "the producer answered {status}: {}",
+            response.text().await.unwrap_or_default()
+        );
     }
     Ok(())
 }
@@ -270,12 +367,24 @@ pub async fn demo(mut config: Config, events: usize, serve: bool) -> anyhow::Res
     let (catalog, stack) = open(&config).await?;
     let shutdown = Shutdown::default();
     let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
-    let pipeline = tokio::spawn(run_all(config.clone(), catalog.clone(), stack, shutdown.clone(), Some(bound_tx)));
+    let pipeline = tokio::spawn(run_all(
+        config.clone(),
+        catalog.clone(),
+        stack,
+        shutdown.clone(),
+        Some(bound_tx),
+    ));
     let addr = bound_rx.await.context("the producer did not start")?;
     let base = format!("http://{addr}");
-    println_out(&format!("microbatch demo: pipeline running on {} (data in {})", base, tmp.path().display()));
+    println_out(&format!(
+        "microbatch demo: pipeline running on {} (data in {})",
+        base,
+        tmp.path().display()
+    ));
 
-    let now_secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs() as i64;
+    let now_secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs() as i64;
     let run_id = format!("demo{now_secs}");
     let requests = workload::generate(events, 50, &run_id, 42, now_secs);
     let envelopes: Vec<Envelope> = requests.iter().flat_map(envelopes_of).collect();
@@ -291,12 +400,18 @@ pub async fn demo(mut config: Config, events: usize, serve: bool) -> anyhow::Res
         }
         sent += chunk.iter().map(Request::event_count).sum::<usize>();
     }
-    println_out(&format!("sent {sent} events in {} requests ({:.1} s); waiting until all are queryable…", requests.len(), started.elapsed().as_secs_f64()));
+    println_out(&format!(
+        "sent {sent} events in {} requests ({:.1} s); waiting until all are queryable…",
+        requests.len(),
+        started.elapsed().as_secs_f64()
+    ));
 
     let deadline = Instant::now() + Duration::from_secs(120);
     let counts = loop {
         let counts = stack.warehouse.row_counts(&catalog).await?;
-        let done = expected.iter().all(|(t, n)| counts.get(t).copied().unwrap_or(0) >= *n);
+        let done = expected
+            .iter()
+            .all(|(t, n)| counts.get(t).copied().unwrap_or(0) >= *n);
         if done {
             break counts;
         }
@@ -309,7 +424,12 @@ pub async fn demo(mut config: Config, events: usize, serve: bool) -> anyhow::Res
     freshness.sort_by(f64::total_cmp);
     println_out(&format!("\n{:<20} {:>8} {:>8}", "table", "rows", "expected"));
     for (table, n) in &counts {
-        println_out(&format!("{:<20} {:>8} {:>8}", table, n, expected.get(table).copied().unwrap_or(0)));
+        println_out(&format!(
+            "{:<20} {:>8} {:>8}",
+            table,
+            n,
+            expected.get(table).copied().unwrap_or(0)
+        ));
     }
     println_out(&format!(
         "\nall {sent} events queryable after {:.1} s; freshness (accepted → queryable): p50 {:.2} s, p99 {:.2} s over {} rows",

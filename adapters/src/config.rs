@@ -61,7 +61,9 @@ pub struct CatalogConfig {
 
 impl Default for CatalogConfig {
     fn default() -> Self {
-        CatalogConfig { dir: PathBuf::from("examples/catalog") }
+        CatalogConfig {
+            dir: PathBuf::from("examples/catalog"),
+        }
     }
 }
 
@@ -199,7 +201,12 @@ pub struct StreamConfig {
 
 impl Default for StreamConfig {
     fn default() -> Self {
-        StreamConfig { kind: StreamKind::Local, name: "microbatch".into(), shards: 2, retention_hours: 24 }
+        StreamConfig {
+            kind: StreamKind::Local,
+            name: "microbatch".into(),
+            shards: 2,
+            retention_hours: 24,
+        }
     }
 }
 
@@ -219,7 +226,10 @@ pub struct StoreConfig {
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig { kind: StoreKind::Local, bucket: "microbatch".into() }
+        StoreConfig {
+            kind: StoreKind::Local,
+            bucket: "microbatch".into(),
+        }
     }
 }
 
@@ -268,7 +278,11 @@ pub struct WarehouseConfig {
 
 impl Default for WarehouseConfig {
     fn default() -> Self {
-        WarehouseConfig { url: String::new(), schema: "public".into(), iam_role: String::new() }
+        WarehouseConfig {
+            url: String::new(),
+            schema: "public".into(),
+            iam_role: String::new(),
+        }
     }
 }
 
@@ -279,7 +293,6 @@ pub struct LeasesConfig {
     /// DynamoDB table name (AWS deployments).
     pub table: String,
 }
-
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -322,7 +335,12 @@ pub struct ImporterConfig {
 
 impl Default for ImporterConfig {
     fn default() -> Self {
-        ImporterConfig { max_attempts: 8, backoff_base_ms: 500, backoff_cap_ms: 300_000, receive_wait_ms: 1000 }
+        ImporterConfig {
+            max_attempts: 8,
+            backoff_base_ms: 500,
+            backoff_cap_ms: 300_000,
+            receive_wait_ms: 1000,
+        }
     }
 }
 
@@ -353,7 +371,11 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { format: LogFormat::Text, metrics: MetricsFormat::Prometheus, filter: "info".into() }
+        LogConfig {
+            format: LogFormat::Text,
+            metrics: MetricsFormat::Prometheus,
+            filter: "info".into(),
+        }
     }
 }
 
@@ -394,7 +416,10 @@ impl Config {
                     .split("__"),
             )
             .merge(Env::prefixed("MICROBATCH_").filter_map(|k| {
-                ALIASES.iter().find(|(alias, _)| k.as_str().eq_ignore_ascii_case(alias)).map(|(_, path)| (*path).into())
+                ALIASES
+                    .iter()
+                    .find(|(alias, _)| k.as_str().eq_ignore_ascii_case(alias))
+                    .map(|(_, path)| (*path).into())
             }));
         let mut config: Config = figment.extract().map_err(|e| ConfigError(e.to_string()))?;
         if let Ok(secrets) = std::env::var("MICROBATCH_WEBHOOK_SECRETS") {
@@ -407,12 +432,20 @@ impl Config {
     /// `MICROBATCH_WEBHOOK_SECRETS`: a JSON object `{"source": ["secret", …]}` (from a secrets
     /// manager), replacing the secrets of the named sources.
     fn apply_webhook_secrets(&mut self, json: &str) -> Result<(), ConfigError> {
-        let map: std::collections::BTreeMap<String, Vec<String>> = serde_json::from_str(json)
-            .map_err(|e| ConfigError(format!("MICROBATCH_WEBHOOK_SECRETS must be a JSON object of source → secrets: {e}")))?;
+        let map: std::collections::BTreeMap<String, Vec<String>> =
+            serde_json::from_str(json).map_err(|e| {
+                ConfigError(format!(
+                    "MICROBATCH_WEBHOOK_SECRETS must be a JSON object of source → secrets: {e}"
+                ))
+            })?;
         for (source, secrets) in map {
             match self.producer.webhooks.iter_mut().find(|w| w.source == source) {
                 Some(w) => w.secrets = secrets,
-                None => return Err(ConfigError(format!("MICROBATCH_WEBHOOK_SECRETS names unknown webhook source {source:?}"))),
+                None => {
+                    return Err(ConfigError(format!(
+                        "MICROBATCH_WEBHOOK_SECRETS names unknown webhook source {source:?}"
+                    )));
+                }
             }
         }
         Ok(())
@@ -421,14 +454,22 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         for w in &self.producer.webhooks {
             if w.secrets.is_empty() || w.secrets.iter().any(String::is_empty) {
-                return Err(ConfigError(format!("webhook source {:?} needs at least one non-empty secret", w.source)));
+                return Err(ConfigError(format!(
+                    "webhook source {:?} needs at least one non-empty secret",
+                    w.source
+                )));
             }
             if w.type_header.is_none() && w.type_pointer.is_none() {
-                return Err(ConfigError(format!("webhook source {:?} needs type_header or type_pointer", w.source)));
+                return Err(ConfigError(format!(
+                    "webhook source {:?} needs type_header or type_pointer",
+                    w.source
+                )));
             }
         }
         if self.consumer.buffer_budget_bytes < self.consumer.max_batch_bytes {
-            return Err(ConfigError("consumer.buffer_budget_bytes must be at least consumer.max_batch_bytes".into()));
+            return Err(ConfigError(
+                "consumer.buffer_budget_bytes must be at least consumer.max_batch_bytes".into(),
+            ));
         }
         if self.stream.shards == 0 {
             return Err(ConfigError("stream.shards must be at least 1".into()));
@@ -494,7 +535,11 @@ mod tests {
             let c = Config::load(Some(Path::new("mb.toml"))).unwrap();
             assert_eq!(c.data_dir, PathBuf::from("/var/lib/mb"));
             assert_eq!(c.producer.listen.to_string(), "127.0.0.1:7000");
-            assert_eq!(c.producer.tokens, ["tok-a", "tok-b"], "a JSON array from a secret");
+            assert_eq!(
+                c.producer.tokens,
+                ["tok-a", "tok-b"],
+                "a JSON array from a secret"
+            );
             assert_eq!(c.leases.table, "leases");
             assert_eq!(c.stream.name, "events");
             assert_eq!(c.log.format, LogFormat::Json);
@@ -506,21 +551,34 @@ mod tests {
     #[test]
     fn mistakes_are_named() {
         Jail::expect_with(|jail| {
-            jail.create_file("bad.toml", "[producer]
+            jail.create_file(
+                "bad.toml",
+                "[producer]
 listen = 5
-")?;
+",
+            )?;
             let err = Config::load(Some(Path::new("bad.toml"))).unwrap_err().to_string();
             assert!(err.contains("listen"), "{err}");
-            jail.create_file("typo.toml", "[consumer]
+            jail.create_file(
+                "typo.toml",
+                "[consumer]
 flush_intervall_ms = 5
-")?;
-            let err = Config::load(Some(Path::new("typo.toml"))).unwrap_err().to_string();
+",
+            )?;
+            let err = Config::load(Some(Path::new("typo.toml")))
+                .unwrap_err()
+                .to_string();
             assert!(err.contains("flush_intervall_ms"), "{err}");
-            let err = Config::load(Some(Path::new("missing.toml"))).unwrap_err().to_string();
+            let err = Config::load(Some(Path::new("missing.toml")))
+                .unwrap_err()
+                .to_string();
             assert_eq!(err, "configuration: missing.toml does not exist");
             jail.set_env("MICROBATCH_WEBHOOK_SECRETS", r#"{"nope": ["x"]}"#);
             let err = Config::load(None).unwrap_err().to_string();
-            assert_eq!(err, "configuration: MICROBATCH_WEBHOOK_SECRETS names unknown webhook source \"nope\"");
+            assert_eq!(
+                err,
+                "configuration: MICROBATCH_WEBHOOK_SECRETS names unknown webhook source \"nope\""
+            );
             Ok(())
         });
     }

@@ -17,7 +17,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use crate::config::{Config, QueueKind, StoreKind, StreamKind};
-use crate::local::{DirStore, Durability, QueueOptions, SqliteLeases, SqliteQueue, SqliteStream, StreamOptions};
+use crate::local::{
+    DirStore, Durability, QueueOptions, SqliteLeases, SqliteQueue, SqliteStream, StreamOptions,
+};
 use crate::warehouse::SqlWarehouse;
 
 /// Every port of the embedded stack.
@@ -33,7 +35,10 @@ pub struct Stack {
 impl Stack {
     /// Opens (creating when new) every port under `config.data_dir`.
     pub async fn open(config: &Config) -> anyhow::Result<Stack> {
-        if config.stream.kind != StreamKind::Local || config.store.kind != StoreKind::Local || config.queue.kind != QueueKind::Local {
+        if config.stream.kind != StreamKind::Local
+            || config.store.kind != StoreKind::Local
+            || config.queue.kind != QueueKind::Local
+        {
             anyhow::bail!(
                 "this build runs the embedded stack only (stream.kind, store.kind and queue.kind = \"local\"); \
                  the AWS adapters arrive with their own issue"
@@ -75,7 +80,13 @@ impl Stack {
         let warehouse = SqlWarehouse::connect(&url, &config.warehouse.schema)
             .await
             .with_context(|| format!("cannot open the warehouse {}", redact(&url)))?;
-        Ok(Stack { stream, queue, store, leases, warehouse })
+        Ok(Stack {
+            stream,
+            queue,
+            store,
+            leases,
+            warehouse,
+        })
     }
 }
 
@@ -97,7 +108,10 @@ mod tests {
 
     #[test]
     fn passwords_stay_out_of_messages() {
-        assert_eq!(redact("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(
+            redact("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
         assert_eq!(redact("sqlite:///tmp/w.db"), "sqlite:///tmp/w.db");
     }
 }

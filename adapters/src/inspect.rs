@@ -16,8 +16,16 @@ impl SqlWarehouse {
         for table in catalog.tables() {
             let sql = format!("SELECT count(*) FROM {}", Quoted(&table.name));
             let n: i64 = match self {
-                SqlWarehouse::Postgres(w) => sqlx::query(&sql).fetch_one(w.pool()).await.map(|r| r.get(0)).unwrap_or(0),
-                SqlWarehouse::Sqlite(w) => sqlx::query(&sql).fetch_one(w.pool()).await.map(|r| r.get(0)).unwrap_or(0),
+                SqlWarehouse::Postgres(w) => sqlx::query(&sql)
+                    .fetch_one(w.pool())
+                    .await
+                    .map(|r| r.get(0))
+                    .unwrap_or(0),
+                SqlWarehouse::Sqlite(w) => sqlx::query(&sql)
+                    .fetch_one(w.pool())
+                    .await
+                    .map(|r| r.get(0))
+                    .unwrap_or(0),
             };
             out.insert(table.name.clone(), n.max(0) as u64);
         }
@@ -40,14 +48,22 @@ impl SqlWarehouse {
                 }
             }
             SqlWarehouse::Sqlite(w) => {
-                let sql = format!("SELECT loaded_at, min_received_at, inserted FROM {}", Quoted(MANIFEST_TABLE));
+                let sql = format!(
+                    "SELECT loaded_at, min_received_at, inserted FROM {}",
+                    Quoted(MANIFEST_TABLE)
+                );
                 for r in sqlx::query(&sql).fetch_all(w.pool()).await? {
                     let (loaded, received, n): (String, String, i64) = (r.get(0), r.get(1), r.get(2));
-                    let (Ok(loaded), Ok(received)) = (Timestamp::parse_rfc3339(&loaded), Timestamp::parse_rfc3339(&received))
-                    else {
+                    let (Ok(loaded), Ok(received)) = (
+                        Timestamp::parse_rfc3339(&loaded),
+                        Timestamp::parse_rfc3339(&received),
+                    ) else {
                         continue;
                     };
-                    samples.extend(std::iter::repeat_n(loaded.saturating_since(received).as_secs_f64(), n.max(0) as usize));
+                    samples.extend(std::iter::repeat_n(
+                        loaded.saturating_since(received).as_secs_f64(),
+                        n.max(0) as usize,
+                    ));
                 }
             }
         }

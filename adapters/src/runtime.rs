@@ -13,7 +13,9 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now(&self) -> Timestamp {
-        let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
+        let since = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO);
         Timestamp::from_micros(i64::try_from(since.as_micros()).unwrap_or(i64::MAX))
     }
 
@@ -61,13 +63,18 @@ mod tests {
         let a = ids.next_id(Timestamp::from_millis(1));
         let b = ids.next_id(Timestamp::from_millis(2));
         assert!(a < b);
-        assert_ne!(ids.next_id(Timestamp::from_millis(3)), ids.next_id(Timestamp::from_millis(3)));
+        assert_ne!(
+            ids.next_id(Timestamp::from_millis(3)),
+            ids.next_id(Timestamp::from_millis(3))
+        );
     }
 
     #[tokio::test]
     async fn sleeps_until_the_deadline() {
         let start = SystemClock.now();
-        SystemClock.sleep_until(start.saturating_add(Duration::from_millis(20))).await;
+        SystemClock
+            .sleep_until(start.saturating_add(Duration::from_millis(20)))
+            .await;
         assert!(SystemClock.now() >= start.saturating_add(Duration::from_millis(20)));
         let u = OsEntropy.unit();
         assert!((0.0..1.0).contains(&u));

@@ -19,7 +19,9 @@ use crate::config::{LogFormat, MetricsFormat};
 pub fn init_tracing(format: LogFormat, filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),
@@ -31,7 +33,9 @@ pub fn install_prometheus() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let buckets = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+            let buckets = [
+                0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+            ];
             PrometheusBuilder::new()
                 .set_buckets(&buckets)
                 .expect("static buckets are valid")
@@ -64,7 +68,12 @@ pub fn enable_emf() {
 /// Adds to an EMF count (no-op unless EMF is enabled).
 pub fn emf_count(service: &'static str, name: &'static str, n: f64) {
     if let Some(m) = emf() {
-        m.lock().expect("emf lock").counts.entry((service, name)).or_insert(("Count", 0.0)).1 += n;
+        m.lock()
+            .expect("emf lock")
+            .counts
+            .entry((service, name))
+            .or_insert(("Count", 0.0))
+            .1 += n;
     }
 }
 
@@ -158,37 +167,61 @@ impl Observer for MetricsObserver {
             // The HTTP layer counts accepted events by type; failures after acceptance are rare.
             Observation::EventsAccepted { .. } => {}
             Observation::EventsFailed { count } => emf_count(s, "EventsRejected", count as f64),
-            Observation::AggregatePut { user_records, user_bytes, record_bytes } => {
+            Observation::AggregatePut {
+                user_records,
+                user_bytes,
+                record_bytes,
+            } => {
                 metrics::counter!("microbatch_aggregates_put_total").increment(1);
                 metrics::histogram!("microbatch_aggregate_user_records").record(user_records as f64);
                 metrics::histogram!("microbatch_aggregate_fill_ratio")
                     .record(user_bytes as f64 / record_bytes.max(1) as f64);
             }
-            Observation::RecordsRead { shard, records, millis_behind_latest } => {
-                metrics::counter!("microbatch_records_read_total", "shard" => shard.to_string()).increment(records as u64);
+            Observation::RecordsRead {
+                shard,
+                records,
+                millis_behind_latest,
+            } => {
+                metrics::counter!("microbatch_records_read_total", "shard" => shard.to_string())
+                    .increment(records as u64);
                 emf_count(s, "RecordsRead", records as f64);
                 if let Some(ms) = millis_behind_latest {
-                    metrics::gauge!("microbatch_millis_behind_latest", "shard" => shard.to_string()).set(ms as f64);
+                    metrics::gauge!("microbatch_millis_behind_latest", "shard" => shard.to_string())
+                        .set(ms as f64);
                     emf_value(s, "MillisBehindLatest", "Milliseconds", ms as f64);
                 }
             }
             Observation::EventRejected { reason, .. } => {
                 let kind = reason.split(':').next().unwrap_or("unmappable").to_owned();
-                metrics::counter!("microbatch_events_unmappable_total", "event_type" => "", "reason" => kind).increment(1);
+                metrics::counter!("microbatch_events_unmappable_total", "event_type" => "", "reason" => kind)
+                    .increment(1);
                 emf_count(s, "EventsUnmappable", 1.0);
                 tracing::warn!(reason, "event rejected to rejected/");
             }
-            Observation::BatchFlushed { table, rows, bytes, age, reason } => {
+            Observation::BatchFlushed {
+                table,
+                rows,
+                bytes,
+                age,
+                reason,
+            } => {
                 metrics::counter!("microbatch_batches_flushed_total", "table" => table.to_owned(), "reason" => reason.to_owned()).increment(1);
                 metrics::histogram!("microbatch_batch_rows", "table" => table.to_owned()).record(rows as f64);
-                metrics::histogram!("microbatch_batch_bytes", "table" => table.to_owned()).record(bytes as f64);
-                metrics::histogram!("microbatch_batch_age_seconds", "table" => table.to_owned()).record(age.as_secs_f64());
+                metrics::histogram!("microbatch_batch_bytes", "table" => table.to_owned())
+                    .record(bytes as f64);
+                metrics::histogram!("microbatch_batch_age_seconds", "table" => table.to_owned())
+                    .record(age.as_secs_f64());
                 emf_count(s, "BatchesFlushed", 1.0);
                 emf_value(s, "BatchAgeMillis", "Milliseconds", age.as_millis() as f64);
             }
             Observation::BatchWritten { key } => tracing::debug!(key, "batch written"),
-            Observation::Checkpointed { shard, position, pending_records } => {
-                metrics::gauge!("microbatch_checkpoint_lag_records", "shard" => shard.to_string()).set(pending_records as f64);
+            Observation::Checkpointed {
+                shard,
+                position,
+                pending_records,
+            } => {
+                metrics::gauge!("microbatch_checkpoint_lag_records", "shard" => shard.to_string())
+                    .set(pending_records as f64);
                 if let Checkpoint::ShardEnd = position {
                     tracing::info!(%shard, "shard finished");
                 }
@@ -197,41 +230,77 @@ impl Observer for MetricsObserver {
                 metrics::gauge!("microbatch_buffer_bytes").set(allocated as f64);
             }
             Observation::LeaseTaken { shard } => tracing::info!(%shard, "lease taken"),
-            Observation::LeaseLost { shard } => tracing::warn!(%shard, "lease lost; its buffers were dropped"),
-            Observation::Loaded { table, key, rows, inserted, duration, min_received_at, max_received_at } => {
+            Observation::LeaseLost { shard } => {
+                tracing::warn!(%shard, "lease lost; its buffers were dropped")
+            }
+            Observation::Loaded {
+                table,
+                key,
+                rows,
+                inserted,
+                duration,
+                min_received_at,
+                max_received_at,
+            } => {
                 metrics::counter!("microbatch_loads_total", "table" => table.to_owned(), "outcome" => "loaded").increment(1);
-                metrics::counter!("microbatch_load_rows_total", "table" => table.to_owned()).increment(inserted);
-                metrics::histogram!("microbatch_load_duration_seconds", "table" => table.to_owned()).record(duration.as_secs_f64());
+                metrics::counter!("microbatch_load_rows_total", "table" => table.to_owned())
+                    .increment(inserted);
+                metrics::histogram!("microbatch_load_duration_seconds", "table" => table.to_owned())
+                    .record(duration.as_secs_f64());
                 use microbatch_core::ports::Clock;
                 let now = crate::runtime::SystemClock.now();
                 let oldest = now.saturating_since(min_received_at);
                 let newest = now.saturating_since(max_received_at);
-                metrics::histogram!("microbatch_freshness_seconds", "table" => table.to_owned()).record(oldest.as_secs_f64());
+                metrics::histogram!("microbatch_freshness_seconds", "table" => table.to_owned())
+                    .record(oldest.as_secs_f64());
                 emf_count(s, "LoadsCompleted", 1.0);
                 emf_count(s, "RowsLoaded", inserted as f64);
-                emf_value(s, "LoadDurationMillis", "Milliseconds", duration.as_millis() as f64);
+                emf_value(
+                    s,
+                    "LoadDurationMillis",
+                    "Milliseconds",
+                    duration.as_millis() as f64,
+                );
                 emf_value(s, "FreshnessMillis", "Milliseconds", oldest.as_millis() as f64);
-                tracing::info!(table, key, rows, inserted, freshness_ms = oldest.as_millis() as u64, newest_ms = newest.as_millis() as u64, "loaded");
+                tracing::info!(
+                    table,
+                    key,
+                    rows,
+                    inserted,
+                    freshness_ms = oldest.as_millis() as u64,
+                    newest_ms = newest.as_millis() as u64,
+                    "loaded"
+                );
             }
             Observation::LoadSkipped { key, reason } => {
-                metrics::counter!("microbatch_loads_total", "table" => "", "outcome" => "skipped").increment(1);
+                metrics::counter!("microbatch_loads_total", "table" => "", "outcome" => "skipped")
+                    .increment(1);
                 tracing::debug!(key, reason, "skipped");
             }
-            Observation::LoadRetry { key, attempt, error, transient } => {
+            Observation::LoadRetry {
+                key,
+                attempt,
+                error,
+                transient,
+            } => {
                 let class = if transient { "transient" } else { "permanent" };
-                metrics::counter!("microbatch_load_failures_total", "table" => "", "class" => class).increment(1);
-                metrics::counter!("microbatch_loads_total", "table" => "", "outcome" => "retried").increment(1);
+                metrics::counter!("microbatch_load_failures_total", "table" => "", "class" => class)
+                    .increment(1);
+                metrics::counter!("microbatch_loads_total", "table" => "", "outcome" => "retried")
+                    .increment(1);
                 emf_count(s, "LoadFailures", 1.0);
                 tracing::warn!(key, attempt, error, class, "load failed");
             }
             Observation::DeadLettered { key, reason } => {
                 metrics::counter!("microbatch_loads_dead_lettered_total", "table" => "").increment(1);
-                metrics::counter!("microbatch_loads_total", "table" => "", "outcome" => "dead_lettered").increment(1);
+                metrics::counter!("microbatch_loads_total", "table" => "", "outcome" => "dead_lettered")
+                    .increment(1);
                 emf_count(s, "LoadsDeadLettered", 1.0);
                 tracing::error!(key, reason, "dead-lettered");
             }
             Observation::PortRetry { service, error } => {
-                metrics::counter!("microbatch_port_retries_total", "service" => service.to_owned()).increment(1);
+                metrics::counter!("microbatch_port_retries_total", "service" => service.to_owned())
+                    .increment(1);
                 tracing::warn!(service, error, "retrying");
             }
         }
@@ -250,23 +319,34 @@ mod tests {
         emf_count("produce", "Http5xx", 1.0);
         let lines = emf_lines(Timestamp::from_millis(1_000));
         assert_eq!(lines.len(), 2);
-        let import: Value = serde_json::from_str(lines.iter().find(|l| l.contains("\"import\"")).unwrap()).unwrap();
+        let import: Value =
+            serde_json::from_str(lines.iter().find(|l| l.contains("\"import\"")).unwrap()).unwrap();
         assert_eq!(import["Service"], "import");
         assert_eq!(import["LoadsCompleted"], 2.0);
         assert_eq!(import["FreshnessMillis"], json!([1200.0]));
         let meta = &import["_aws"]["CloudWatchMetrics"][0];
         assert_eq!(meta["Namespace"], "Microbatch");
         assert_eq!(meta["Dimensions"], json!([["Service"]]));
-        assert!(emf_lines(Timestamp::from_millis(2_000)).is_empty(), "a flush empties the collector");
+        assert!(
+            emf_lines(Timestamp::from_millis(2_000)).is_empty(),
+            "a flush empties the collector"
+        );
     }
 
     #[test]
     fn every_emf_name_is_in_the_metrics_contract() {
         let contract = include_str!("../../docs/METRICS.md");
         let source = include_str!("telemetry.rs");
-        for name in source.split("emf_count(s, \"").skip(1).chain(source.split("emf_value(s, \"").skip(1)) {
+        for name in source
+            .split("emf_count(s, \"")
+            .skip(1)
+            .chain(source.split("emf_value(s, \"").skip(1))
+        {
             let name = name.split('"').next().unwrap();
-            assert!(contract.contains(&format!("`{name}`")), "{name} is emitted but not in docs/METRICS.md");
+            assert!(
+                contract.contains(&format!("`{name}`")),
+                "{name} is emitted but not in docs/METRICS.md"
+            );
         }
     }
 }

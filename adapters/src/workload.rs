@@ -14,7 +14,11 @@ pub enum Request {
     /// A `POST /v1/events` body: an array of events.
     Events(Vec<Value>),
     /// A `POST /v1/webhooks/{source}` with its headers and raw body.
-    Webhook { source: &'static str, headers: Vec<(&'static str, String)>, body: Vec<u8> },
+    Webhook {
+        source: &'static str,
+        headers: Vec<(&'static str, String)>,
+        body: Vec<u8>,
+    },
 }
 
 impl Request {
@@ -76,12 +80,24 @@ fn event(kind: u64, i: u64, run: &str, rng: &mut Rng) -> Value {
                 "shipping_address": {"city": "Köln", "line1": "Hauptstraße 5, Hinterhaus", "note": "ring \"twice\"\nthen wait"},
                 "items": items}})
         }
-        1 => json!({"type": "order_refunded", "id": id, "payload": {"order_id": format!("ord_{run}_{}", i.saturating_sub(1)), "amount": 5.0, "reason": "damaged, returned"}}),
-        2 => json!({"type": "customer_updated", "id": id, "payload": {"customer_id": customer, "email": format!("{customer}@example.com"), "name": "Zoë O'Brien", "address": {"country": "DE"}, "marketing_opt_in": i.is_multiple_of(2)}}),
-        3 => json!({"type": "user_signed_up", "id": id, "payload": {"user_id": format!("usr_{run}_{i}"), "email": format!("u{i}@example.com"), "plan": PLANS[(i % 3) as usize]}}),
-        4 => json!({"type": "page_viewed", "id": id, "occurred_at": "2024-05-01T12:00:01.5Z", "payload": {"session_id": session, "path": format!("/products/{}", rng.below(100)), "referrer": null, "user_agent": "Mozilla/5.0 (X11; Linux x86_64)", "duration_ms": rng.below(30_000)}}),
-        5 => json!({"type": "cart_item_added", "id": id, "payload": {"session_id": session, "sku": format!("SKU-{:04}", rng.below(500)), "quantity": 1}}),
-        _ => json!({"type": "search_performed", "id": id, "payload": {"session_id": session, "query": "garden hose, 25m", "results": rng.below(90), "filters": {"colour": ["green"]}}}),
+        1 => {
+            json!({"type": "order_refunded", "id": id, "payload": {"order_id": format!("ord_{run}_{}", i.saturating_sub(1)), "amount": 5.0, "reason": "damaged, returned"}})
+        }
+        2 => {
+            json!({"type": "customer_updated", "id": id, "payload": {"customer_id": customer, "email": format!("{customer}@example.com"), "name": "Zoë O'Brien", "address": {"country": "DE"}, "marketing_opt_in": i.is_multiple_of(2)}})
+        }
+        3 => {
+            json!({"type": "user_signed_up", "id": id, "payload": {"user_id": format!("usr_{run}_{i}"), "email": format!("u{i}@example.com"), "plan": PLANS[(i % 3) as usize]}})
+        }
+        4 => {
+            json!({"type": "page_viewed", "id": id, "occurred_at": "2024-05-01T12:00:01.5Z", "payload": {"session_id": session, "path": format!("/products/{}", rng.below(100)), "referrer": null, "user_agent": "Mozilla/5.0 (X11; Linux x86_64)", "duration_ms": rng.below(30_000)}})
+        }
+        5 => {
+            json!({"type": "cart_item_added", "id": id, "payload": {"session_id": session, "sku": format!("SKU-{:04}", rng.below(500)), "quantity": 1}})
+        }
+        _ => {
+            json!({"type": "search_performed", "id": id, "payload": {"session_id": session, "query": "garden hose, 25m", "results": rng.below(90), "filters": {"colour": ["green"]}}})
+        }
     }
 }
 
@@ -98,18 +114,31 @@ fn stripe_webhook(i: u64, run: &str, now_secs: i64, rng: &mut Rng) -> Request {
     .to_string()
     .into_bytes();
     let t = now_secs.to_string();
-    let signature = format!("t={t},v1={}", hmac_hex(STRIPE_SECRET, &[t.as_bytes(), b".", &body]));
-    Request::Webhook { source: "stripe", headers: vec![("stripe-signature", signature)], body }
+    let signature = format!(
+        "t={t},v1={}",
+        hmac_hex(STRIPE_SECRET, &[t.as_bytes(), b".", &body])
+    );
+    Request::Webhook {
+        source: "stripe",
+        headers: vec![("stripe-signature", signature)],
+        body,
+    }
 }
 
 fn github_webhook(i: u64, run: &str, rng: &mut Rng) -> Request {
     let (kind, body) = if i.is_multiple_of(3) {
-        ("pull_request", json!({"action": "opened", "pull_request": {"number": rng.below(20), "title": "Fix the hose, again", "state": "open", "merged": false}, "repository": {"full_name": "shop/web"}}))
+        (
+            "pull_request",
+            json!({"action": "opened", "pull_request": {"number": rng.below(20), "title": "Fix the hose, again", "state": "open", "merged": false}, "repository": {"full_name": "shop/web"}}),
+        )
     } else {
         let commits: Vec<Value> = (0..1 + rng.below(3))
             .map(|c| json!({"id": format!("{run}{i:06}{c:02}"), "message": "Line one\nline two, with \"quotes\"", "author": {"name": "Ana"}, "timestamp": "2024-05-01T12:00:00+02:00"}))
             .collect();
-        ("push", json!({"ref": "refs/heads/main", "repository": {"full_name": "shop/web"}, "pusher": {"name": "ana"}, "size": commits.len(), "commits": commits}))
+        (
+            "push",
+            json!({"ref": "refs/heads/main", "repository": {"full_name": "shop/web"}, "pusher": {"name": "ana"}, "size": commits.len(), "commits": commits}),
+        )
     };
     let body = body.to_string().into_bytes();
     let signature = format!("sha256={}", hmac_hex(GITHUB_SECRET, &[&body]));
@@ -169,10 +198,17 @@ mod tests {
         let mut types = std::collections::BTreeSet::new();
         for r in &a {
             match r {
-                Request::Events(events) => types.extend(events.iter().map(|e| e["type"].as_str().unwrap().to_owned())),
+                Request::Events(events) => {
+                    types.extend(events.iter().map(|e| e["type"].as_str().unwrap().to_owned()))
+                }
                 Request::Webhook { headers, body, .. } => {
                     let v: Value = serde_json::from_slice(body).unwrap();
-                    types.insert(v["type"].as_str().map(str::to_owned).unwrap_or_else(|| headers[0].1.clone()));
+                    types.insert(
+                        v["type"]
+                            .as_str()
+                            .map(str::to_owned)
+                            .unwrap_or_else(|| headers[0].1.clone()),
+                    );
                 }
             }
         }

@@ -14,7 +14,11 @@ use serde_json::{Value, json};
 use sqlx::Row;
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn start(data: &Path, port: u16) -> Child {
@@ -23,7 +27,10 @@ fn start(data: &Path, port: u16) -> Child {
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("MICROBATCH_DATA_DIR", data)
-        .env("MICROBATCH_CATALOG__DIR", Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/catalog"))
+        .env(
+            "MICROBATCH_CATALOG__DIR",
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/catalog"),
+        )
         .env("MICROBATCH_PRODUCER__LISTEN", format!("127.0.0.1:{port}"))
         .env("MICROBATCH_CONSUMER__FLUSH_INTERVAL_MS", "150")
         .env("MICROBATCH_CONSUMER__IDLE_POLL_MS", "20")
@@ -68,7 +75,10 @@ async fn kill_dash_nine_loses_nothing_and_doubles_nothing() {
     let data = tempfile::tempdir().unwrap();
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
     let mut child = start(data.path(), port);
     wait_ready(&client, &base).await;
 
@@ -80,7 +90,12 @@ async fn kill_dash_nine_loses_nothing_and_doubles_nothing() {
         tokio::spawn(async move {
             for n in 0..BATCHES {
                 loop {
-                    match client.post(format!("{base}/v1/events")).json(&batch(n)).send().await {
+                    match client
+                        .post(format!("{base}/v1/events"))
+                        .json(&batch(n))
+                        .send()
+                        .await
+                    {
                         Ok(r) if r.status().as_u16() == 202 => break,
                         _ => tokio::time::sleep(Duration::from_millis(30)).await,
                     }
@@ -105,8 +120,16 @@ async fn kill_dash_nine_loses_nothing_and_doubles_nothing() {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let pool = sqlx::SqlitePool::connect(&db).await.unwrap();
-        let views: i64 = sqlx::query("SELECT count(*) FROM page_views").fetch_one(&pool).await.map(|r| r.get(0)).unwrap_or(0);
-        let items: i64 = sqlx::query("SELECT count(*) FROM order_items").fetch_one(&pool).await.map(|r| r.get(0)).unwrap_or(0);
+        let views: i64 = sqlx::query("SELECT count(*) FROM page_views")
+            .fetch_one(&pool)
+            .await
+            .map(|r| r.get(0))
+            .unwrap_or(0);
+        let items: i64 = sqlx::query("SELECT count(*) FROM order_items")
+            .fetch_one(&pool)
+            .await
+            .map(|r| r.get(0))
+            .unwrap_or(0);
         pool.close().await;
         if views as usize >= expected_views && items as usize >= BATCHES * 10 || Instant::now() > deadline {
             break;
@@ -119,18 +142,31 @@ async fn kill_dash_nine_loses_nothing_and_doubles_nothing() {
 
     let pool = sqlx::SqlitePool::connect(&db).await.unwrap();
     for (table, per_batch) in [("page_views", 5usize), ("orders", 5), ("order_items", 10)] {
-        let total: i64 = sqlx::query(&format!("SELECT count(*) FROM {table}")).fetch_one(&pool).await.unwrap().get(0);
-        let distinct: i64 = sqlx::query(&format!("SELECT count(*) FROM (SELECT DISTINCT _event_id, _row_index FROM {table})"))
+        let total: i64 = sqlx::query(&format!("SELECT count(*) FROM {table}"))
             .fetch_one(&pool)
             .await
             .unwrap()
             .get(0);
+        let distinct: i64 = sqlx::query(&format!(
+            "SELECT count(*) FROM (SELECT DISTINCT _event_id, _row_index FROM {table})"
+        ))
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+        .get(0);
         assert_eq!(distinct, total, "{table}: no row twice");
-        assert_eq!(total as usize, BATCHES * per_batch, "{table}: every accepted event's rows, after {KILLS} kills");
+        assert_eq!(
+            total as usize,
+            BATCHES * per_batch,
+            "{table}: every accepted event's rows, after {KILLS} kills"
+        );
     }
 }
 
 /// SIGTERM without a libc dependency: the `kill` command.
 fn nix_term(child: &Child) {
-    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
 }

@@ -15,8 +15,8 @@ use microbatch_core::driver::{Producer, ProducerConfig};
 use microbatch_core::kpl::HashKeyRange;
 use microbatch_core::ports::{Clock, NoObserver, PortError, PutAck, PutRecord, ShardInfo, StreamWriter};
 use microbatch_core::position::{SequenceNumber, ShardId};
-use std::sync::Mutex;
 use serde_json::Value;
+use std::sync::Mutex;
 use tower::ServiceExt;
 
 /// A one-shard stream that keeps what is put, to check that 202 comes after the put.
@@ -34,16 +34,28 @@ impl MemStream {
 impl StreamWriter for MemStream {
     async fn shards(&self) -> Result<Vec<ShardInfo>, PortError> {
         let id = ShardId::new("shardId-000000000000");
-        Ok(vec![ShardInfo { id, parent: None, adjacent_parent: None, range: HashKeyRange::FULL, closed: false }])
+        Ok(vec![ShardInfo {
+            id,
+            parent: None,
+            adjacent_parent: None,
+            range: HashKeyRange::FULL,
+            closed: false,
+        }])
     }
 
-    async fn put_records(&self, records: Vec<PutRecord>) -> Result<Vec<Result<PutAck, PortError>>, PortError> {
+    async fn put_records(
+        &self,
+        records: Vec<PutRecord>,
+    ) -> Result<Vec<Result<PutAck, PortError>>, PortError> {
         let mut all = self.records.lock().unwrap();
         let acks = records
             .iter()
             .enumerate()
             .map(|(i, _)| {
-                Ok(PutAck { shard: ShardId::new("shardId-000000000000"), seq: SequenceNumber::from_u128((all.len() + i) as u128) })
+                Ok(PutAck {
+                    shard: ShardId::new("shardId-000000000000"),
+                    seq: SequenceNumber::from_u128((all.len() + i) as u128),
+                })
             })
             .collect();
         all.extend(records);
@@ -59,14 +71,22 @@ fn catalog() -> Arc<Catalog> {
 /// A router over a producer running on an in-memory stream (leaked: it lives for the test).
 async fn app(config: HttpConfig) -> (axum::Router, &'static MemStream) {
     let stream: &'static MemStream = Box::leak(Box::default());
-    let (producer, handle) = Producer::start(stream, &SystemClock, &OsEntropy, &NoObserver, ProducerConfig {
-        max_pending_events: config.max_pending_events,
-        ..ProducerConfig::default()
-    })
+    let (producer, handle) = Producer::start(
+        stream,
+        &SystemClock,
+        &OsEntropy,
+        &NoObserver,
+        ProducerConfig {
+            max_pending_events: config.max_pending_events,
+            ..ProducerConfig::default()
+        },
+    )
     .await
     .unwrap();
     tokio::spawn(producer.run(std::future::pending()));
-    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder().handle();
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .build_recorder()
+        .handle();
     let state = Arc::new(AppState::new(catalog(), handle, &config, Some(metrics)));
     (router(state), stream)
 }
@@ -76,12 +96,16 @@ async fn call(app: &axum::Router, req: Request<Body>) -> (StatusCode, axum::http
     let status = response.status();
     let headers = response.headers().clone();
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    let value = serde_json::from_slice(&bytes).unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()));
+    let value =
+        serde_json::from_slice(&bytes).unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()));
     (status, headers, value)
 }
 
 fn post(path: &str, content_type: &str, body: impl Into<String>) -> Request<Body> {
-    Request::post(path).header("content-type", content_type).body(Body::from(body.into())).unwrap()
+    Request::post(path)
+        .header("content-type", content_type)
+        .body(Body::from(body.into()))
+        .unwrap()
 }
 
 const REFUND: &str = r#"{"type":"order_refunded","id":"r-1","payload":{"order_id":"o-1","amount":5}}"#;
@@ -89,7 +113,11 @@ const REFUND: &str = r#"{"type":"order_refunded","id":"r-1","payload":{"order_id
 #[tokio::test]
 async fn accepted_events_are_in_the_stream_when_202_is_answered() {
     let (app, stream) = app(HttpConfig::default()).await;
-    let (status, _, body) = call(&app, post("/v1/events", "application/json", format!("[{REFUND},{REFUND}]"))).await;
+    let (status, _, body) = call(
+        &app,
+        post("/v1/events", "application/json", format!("[{REFUND},{REFUND}]")),
+    )
+    .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     assert_eq!(body["accepted"], 2);
     assert_eq!(body["ids"][0], "r-1");
@@ -101,36 +129,110 @@ async fn accepted_events_are_in_the_stream_when_202_is_answered() {
 
 #[tokio::test]
 async fn bad_requests_get_their_status_and_a_message() {
-    let (app, _) = app(HttpConfig { max_body_bytes: 2048, max_events_per_request: 2, ..HttpConfig::default() }).await;
+    let (app, _) = app(HttpConfig {
+        max_body_bytes: 2048,
+        max_events_per_request: 2,
+        ..HttpConfig::default()
+    })
+    .await;
     let cases: Vec<(Request<Body>, StatusCode, &str)> = vec![
-        (post("/v1/events", "application/json", "{nope"), StatusCode::BAD_REQUEST, "body is not valid JSON"),
-        (post("/v1/events", "text/csv", REFUND), StatusCode::UNSUPPORTED_MEDIA_TYPE, "Content-Type \"text/csv\" is not supported"),
-        (post("/v1/events", "application/json", "x".repeat(4096)), StatusCode::PAYLOAD_TOO_LARGE, "the body is larger than 2048 bytes"),
-        (post("/v1/events", "application/json", format!("[{REFUND},{REFUND},{REFUND}]")), StatusCode::PAYLOAD_TOO_LARGE, "3 events in one request; the limit is 2"),
-        (post("/v1/events", "application/json", r#"{"type":"order_refunded","payload":{"order_id":"o"}}"#), StatusCode::UNPROCESSABLE_ENTITY, "1 problem(s); nothing was accepted"),
-        (post("/v1/events", "application/json", r#"{"type":"nope","payload":{}}"#), StatusCode::UNPROCESSABLE_ENTITY, "1 problem(s)"),
-        (post("/v1/webhooks/unknown", "application/json", "{}"), StatusCode::NOT_FOUND, "no webhook source \"unknown\" is configured"),
+        (
+            post("/v1/events", "application/json", "{nope"),
+            StatusCode::BAD_REQUEST,
+            "body is not valid JSON",
+        ),
+        (
+            post("/v1/events", "text/csv", REFUND),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Content-Type \"text/csv\" is not supported",
+        ),
+        (
+            post("/v1/events", "application/json", "x".repeat(4096)),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "the body is larger than 2048 bytes",
+        ),
+        (
+            post(
+                "/v1/events",
+                "application/json",
+                format!("[{REFUND},{REFUND},{REFUND}]"),
+            ),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "3 events in one request; the limit is 2",
+        ),
+        (
+            post(
+                "/v1/events",
+                "application/json",
+                r#"{"type":"order_refunded","payload":{"order_id":"o"}}"#,
+            ),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "1 problem(s); nothing was accepted",
+        ),
+        (
+            post(
+                "/v1/events",
+                "application/json",
+                r#"{"type":"nope","payload":{}}"#,
+            ),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "1 problem(s)",
+        ),
+        (
+            post("/v1/webhooks/unknown", "application/json", "{}"),
+            StatusCode::NOT_FOUND,
+            "no webhook source \"unknown\" is configured",
+        ),
     ];
     for (req, status, message) in cases {
         let (got, _, body) = call(&app, req).await;
         assert_eq!(got, status, "{body}");
         let text = body["error"]["message"].as_str().unwrap_or_default();
-        assert!(text.starts_with(message), "{text:?} should start with {message:?}");
+        assert!(
+            text.starts_with(message),
+            "{text:?} should start with {message:?}"
+        );
         assert_eq!(body["error"]["status"], status.as_u16());
     }
-    let (_, _, body) = call(&app, post("/v1/events", "application/json", r#"{"type":"order_refunded","payload":{"order_id":"o"}}"#)).await;
+    let (_, _, body) = call(
+        &app,
+        post(
+            "/v1/events",
+            "application/json",
+            r#"{"type":"order_refunded","payload":{"order_id":"o"}}"#,
+        ),
+    )
+    .await;
     assert_eq!(body["error"]["problems"][0]["field"], "/payload");
-    assert_eq!(body["error"]["problems"][0]["reason"], "\"amount\" is a required property");
+    assert_eq!(
+        body["error"]["problems"][0]["reason"],
+        "\"amount\" is a required property"
+    );
 }
 
 #[tokio::test]
 async fn bearer_tokens_guard_the_events_route() {
-    let (app, _) = app(HttpConfig { tokens: vec!["s3cret".into()], ..HttpConfig::default() }).await;
+    let (app, _) = app(HttpConfig {
+        tokens: vec!["s3cret".into()],
+        ..HttpConfig::default()
+    })
+    .await;
     let (status, _, body) = call(&app, post("/v1/events", "application/json", REFUND)).await;
-    assert_eq!((status, body["error"]["message"].as_str().unwrap()), (StatusCode::UNAUTHORIZED, "missing Authorization: Bearer <token>"));
-    let wrong = Request::post("/v1/events").header("content-type", "application/json").header("authorization", "Bearer nope").body(Body::from(REFUND)).unwrap();
+    assert_eq!(
+        (status, body["error"]["message"].as_str().unwrap()),
+        (StatusCode::UNAUTHORIZED, "missing Authorization: Bearer <token>")
+    );
+    let wrong = Request::post("/v1/events")
+        .header("content-type", "application/json")
+        .header("authorization", "Bearer nope")
+        .body(Body::from(REFUND))
+        .unwrap();
     assert_eq!(call(&app, wrong).await.0, StatusCode::UNAUTHORIZED);
-    let right = Request::post("/v1/events").header("content-type", "application/json").header("authorization", "Bearer s3cret").body(Body::from(REFUND)).unwrap();
+    let right = Request::post("/v1/events")
+        .header("content-type", "application/json")
+        .header("authorization", "Bearer s3cret")
+        .body(Body::from(REFUND))
+        .unwrap();
     assert_eq!(call(&app, right).await.0, StatusCode::ACCEPTED);
 }
 
@@ -138,12 +240,33 @@ async fn bearer_tokens_guard_the_events_route() {
 async fn overload_answers_503_with_retry_after() {
     // A producer that never runs: the first request waits, pending is at the limit of 1.
     let stream: &'static MemStream = Box::leak(Box::default());
-    let (producer, handle) = Producer::start(stream, &SystemClock, &OsEntropy, &NoObserver, ProducerConfig { max_pending_events: 1, ..ProducerConfig::default() }).await.unwrap();
-    let config = HttpConfig { retry_after_secs: 3, ..HttpConfig::default() };
+    let (producer, handle) = Producer::start(
+        stream,
+        &SystemClock,
+        &OsEntropy,
+        &NoObserver,
+        ProducerConfig {
+            max_pending_events: 1,
+            ..ProducerConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let config = HttpConfig {
+        retry_after_secs: 3,
+        ..HttpConfig::default()
+    };
     let app = router(Arc::new(AppState::new(catalog(), handle, &config, None)));
-    let first = tokio::spawn(app.clone().oneshot(post("/v1/events", "application/json", REFUND)));
+    let first = tokio::spawn(
+        app.clone()
+            .oneshot(post("/v1/events", "application/json", REFUND)),
+    );
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let (status, headers, body) = call(&app, post("/v1/events", "application/json", REFUND.replace("r-1", "r-2"))).await;
+    let (status, headers, body) = call(
+        &app,
+        post("/v1/events", "application/json", REFUND.replace("r-1", "r-2")),
+    )
+    .await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert_eq!(headers["retry-after"], "3");
     assert_eq!(body["error"]["code"], "overloaded");
@@ -170,7 +293,10 @@ fn stripe_signature(secret: &str, t: i64, body: &[u8]) -> String {
 #[tokio::test]
 async fn signed_webhooks_are_accepted_and_forgeries_refused() {
     let config = HttpConfig {
-        webhooks: vec![WebhookConfig::hub("github", vec!["gh".into()]), WebhookConfig::timestamped("stripe", vec!["whsec".into()])],
+        webhooks: vec![
+            WebhookConfig::hub("github", vec!["gh".into()]),
+            WebhookConfig::timestamped("stripe", vec!["whsec".into()]),
+        ],
         ..HttpConfig::default()
     };
     let (app, _) = app(config).await;
@@ -202,31 +328,62 @@ async fn signed_webhooks_are_accepted_and_forgeries_refused() {
             .unwrap()
     };
     let (status, _, body) = call(&app, req(now)).await;
-    assert_eq!((status, body["ids"][0].as_str()), (StatusCode::ACCEPTED, Some("stripe:evt_1")));
-    assert_eq!(call(&app, req(now - 3600)).await.0, StatusCode::UNAUTHORIZED, "outside the replay window");
+    assert_eq!(
+        (status, body["ids"][0].as_str()),
+        (StatusCode::ACCEPTED, Some("stripe:evt_1"))
+    );
+    assert_eq!(
+        call(&app, req(now - 3600)).await.0,
+        StatusCode::UNAUTHORIZED,
+        "outside the replay window"
+    );
     let other = br#"{"id":"evt_2","type":"customer.created"}"#;
-    let req = Request::post("/v1/webhooks/stripe").header("stripe-signature", stripe_signature("whsec", now, other)).body(Body::from(&other[..])).unwrap();
+    let req = Request::post("/v1/webhooks/stripe")
+        .header("stripe-signature", stripe_signature("whsec", now, other))
+        .body(Body::from(&other[..]))
+        .unwrap();
     let (status, _, body) = call(&app, req).await;
-    assert_eq!((status, body["ignored"].as_str()), (StatusCode::OK, Some("customer.created")));
+    assert_eq!(
+        (status, body["ignored"].as_str()),
+        (StatusCode::OK, Some("customer.created"))
+    );
 }
 
 #[tokio::test]
 async fn the_openapi_document_matches_the_routes() {
-    let (app, _) = app(HttpConfig { webhooks: vec![WebhookConfig::hub("github", vec!["gh".into()])], ..HttpConfig::default() }).await;
+    let (app, _) = app(HttpConfig {
+        webhooks: vec![WebhookConfig::hub("github", vec!["gh".into()])],
+        ..HttpConfig::default()
+    })
+    .await;
     let doc: Value = serde_json::from_str(OPENAPI).unwrap();
     let paths = doc["paths"].as_object().unwrap();
     for (path, ops) in paths {
         for method in ops.as_object().unwrap().keys() {
             let concrete = path.replace("{source}", "github");
-            let req = Request::builder().method(method.to_uppercase().as_str()).uri(&concrete).body(Body::empty()).unwrap();
+            let req = Request::builder()
+                .method(method.to_uppercase().as_str())
+                .uri(&concrete)
+                .body(Body::empty())
+                .unwrap();
             let (status, _, _) = call(&app, req).await;
-            assert!(status != StatusCode::NOT_FOUND && status != StatusCode::METHOD_NOT_ALLOWED, "{method} {path}: {status}");
+            assert!(
+                status != StatusCode::NOT_FOUND && status != StatusCode::METHOD_NOT_ALLOWED,
+                "{method} {path}: {status}"
+            );
             let documented = ops[method]["responses"].as_object().unwrap();
-            assert!(documented.contains_key(status.as_str()), "{method} {path} answered {status}, which the document does not list");
+            assert!(
+                documented.contains_key(status.as_str()),
+                "{method} {path} answered {status}, which the document does not list"
+            );
         }
     }
     // And the other way round: a route the document does not list does not exist.
-    let (status, _, _) = call(&app, Request::get("/v1/undocumented").body(Body::empty()).unwrap()).await;
+    let (status, _, _) = call(
+        &app,
+        Request::get("/v1/undocumented").body(Body::empty()).unwrap(),
+    )
+    .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(paths.len(), 6);
 }

@@ -9,12 +9,21 @@ use std::time::{Duration, Instant};
 #[test]
 fn the_readme_curl_example_works_as_written() {
     let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md")).unwrap();
-    let start = readme.find("curl -s -X POST").expect("the README has a curl example");
-    let end = start + readme[start..].find("\n```").expect("the example's code block ends");
+    let start = readme
+        .find("curl -s -X POST")
+        .expect("the README has a curl example");
+    let end = start
+        + readme[start..]
+            .find("\n```")
+            .expect("the example's code block ends");
     let example = &readme[start..end];
     assert!(example.contains("127.0.0.1:8080"), "{example}");
 
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let data = tempfile::tempdir().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_microbatch"))
         .arg("run")
@@ -34,10 +43,21 @@ fn the_readme_curl_example_works_as_written() {
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
     let status = child.wait().unwrap();
     let body = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(body, r#"{"accepted":1,"ids":["readme-1"]}"#, "stderr: {}", String::from_utf8_lossy(&output.stderr));
-    assert!(readme.contains(r#"`202 {"accepted":1,"ids":["readme-1"]}`"#), "the README states the answer it gets");
+    assert_eq!(
+        body,
+        r#"{"accepted":1,"ids":["readme-1"]}"#,
+        "stderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        readme.contains(r#"`202 {"accepted":1,"ids":["readme-1"]}`"#),
+        "the README states the answer it gets"
+    );
     assert!(status.success());
 }

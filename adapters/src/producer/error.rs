@@ -19,7 +19,11 @@ pub struct Problem {
 
 impl Problem {
     pub fn new(reason: impl Into<String>) -> Self {
-        Problem { event: None, field: None, reason: reason.into() }
+        Problem {
+            event: None,
+            field: None,
+            reason: reason.into(),
+        }
     }
 
     pub fn field(mut self, field: impl Into<String>) -> Self {
@@ -60,7 +64,13 @@ struct Inner<'a> {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into(), problems: Vec::new(), retry_after_secs: None }
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            problems: Vec::new(),
+            retry_after_secs: None,
+        }
     }
 
     pub fn with(mut self, problems: Vec<Problem>) -> Self {
@@ -77,13 +87,21 @@ impl ApiError {
     }
 
     pub fn unsupported_media(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", message)
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            message,
+        )
     }
 
     pub fn invalid(problems: Vec<Problem>) -> Self {
         let n = problems.len();
-        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_events", format!("{n} problem(s); nothing was accepted"))
-            .with(problems)
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_events",
+            format!("{n} problem(s); nothing was accepted"),
+        )
+        .with(problems)
     }
 
     pub fn unauthorized(message: impl Into<String>) -> Self {
@@ -104,11 +122,18 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = Body {
-            error: Inner { status: self.status.as_u16(), code: self.code, message: &self.message, problems: &self.problems },
+            error: Inner {
+                status: self.status.as_u16(),
+                code: self.code,
+                message: &self.message,
+                problems: &self.problems,
+            },
         };
         let mut response = (self.status, Json(body)).into_response();
         if let Some(secs) = self.retry_after_secs {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
     }

@@ -95,9 +95,13 @@ fn split_events(body: &str, format: BodyFormat, limits: Limits) -> Result<Vec<&R
         BodyFormat::Json => {
             let trimmed = body.trim_start();
             if trimmed.starts_with('[') {
-                serde_json::from_str::<Vec<&RawValue>>(body).map_err(|e| ApiError::malformed(format!("body is not valid JSON: {e}")))?
+                serde_json::from_str::<Vec<&RawValue>>(body)
+                    .map_err(|e| ApiError::malformed(format!("body is not valid JSON: {e}")))?
             } else {
-                vec![serde_json::from_str::<&RawValue>(body).map_err(|e| ApiError::malformed(format!("body is not valid JSON: {e}")))?]
+                vec![
+                    serde_json::from_str::<&RawValue>(body)
+                        .map_err(|e| ApiError::malformed(format!("body is not valid JSON: {e}")))?,
+                ]
             }
         }
         BodyFormat::NdJson => body
@@ -133,7 +137,8 @@ pub fn parse_events(
     source_default: &str,
     now: Timestamp,
 ) -> Result<Vec<Envelope>, ApiError> {
-    let body = std::str::from_utf8(body).map_err(|e| ApiError::malformed(format!("body is not UTF-8: {e}")))?;
+    let body =
+        std::str::from_utf8(body).map_err(|e| ApiError::malformed(format!("body is not UTF-8: {e}")))?;
     let depth = json_depth(body);
     // An array body adds one level.
     let allowed = limits.max_depth + 2;
@@ -175,17 +180,26 @@ fn parse_one(
         let reason = e.to_string();
         // serde's messages name the field ("missing field `type`", "unknown field `colour`").
         let field = reason.split('`').nth(1).map(|f| format!("/{f}"));
-        vec![Problem { event: None, field, reason: format!("not an event: {reason}") }]
+        vec![Problem {
+            event: None,
+            field,
+            reason: format!("not an event: {reason}"),
+        }]
     })?;
     let mut problems = Vec::new();
     let Some(def) = catalog.event_type(&incoming.event_type) else {
-        return Err(vec![Problem::new(format!("unknown event type {:?}", incoming.event_type)).field("/type")]);
+        return Err(vec![
+            Problem::new(format!("unknown event type {:?}", incoming.event_type)).field("/type"),
+        ]);
     };
     let id = match incoming.id {
         Some(id) if id.is_empty() || id.len() > EventId::MAX_LEN || id.chars().any(char::is_control) => {
             problems.push(
-                Problem::new(format!("id must be 1 to {} characters without control characters", EventId::MAX_LEN))
-                    .field("/id"),
+                Problem::new(format!(
+                    "id must be 1 to {} characters without control characters",
+                    EventId::MAX_LEN
+                ))
+                .field("/id"),
             );
             None
         }
@@ -209,13 +223,17 @@ fn parse_one(
         return Err(problems);
     };
     if json_depth(payload.get()) > limits.max_depth {
-        problems.push(Problem::new(format!("payload nests deeper than {} levels", limits.max_depth)).field("/payload"));
+        problems.push(
+            Problem::new(format!("payload nests deeper than {} levels", limits.max_depth)).field("/payload"),
+        );
         return Err(problems);
     }
     if let Some(schema) = &def.schema {
-        let value: serde_json::Value = serde_json::from_str(payload.get()).map_err(|e| vec![Problem::new(e.to_string())])?;
+        let value: serde_json::Value =
+            serde_json::from_str(payload.get()).map_err(|e| vec![Problem::new(e.to_string())])?;
         for error in schema.iter_errors(&value).take(20) {
-            problems.push(Problem::new(error.to_string()).field(format!("/payload{}", error.instance_path())));
+            problems
+                .push(Problem::new(error.to_string()).field(format!("/payload{}", error.instance_path())));
         }
     }
     if !problems.is_empty() {
@@ -244,13 +262,27 @@ mod tests {
     }
 
     fn catalog() -> Catalog {
-        crate::catalog_dir::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/catalog")).unwrap()
+        crate::catalog_dir::load(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/catalog"),
+        )
+        .unwrap()
     }
 
-    const LIMITS: Limits = Limits { max_events: 3, max_depth: 8 };
+    const LIMITS: Limits = Limits {
+        max_events: 3,
+        max_depth: 8,
+    };
 
     fn parse(body: &str, format: BodyFormat) -> Result<Vec<Envelope>, ApiError> {
-        parse_events(body.as_bytes(), format, LIMITS, &catalog(), &mut Seq(0), "api", Timestamp::from_millis(5))
+        parse_events(
+            body.as_bytes(),
+            format,
+            LIMITS,
+            &catalog(),
+            &mut Seq(0),
+            "api",
+            Timestamp::from_millis(5),
+        )
     }
 
     const REFUND: &str = r#"{"type":"order_refunded","payload":{"order_id":"o","amount":5}}"#;
@@ -261,11 +293,28 @@ mod tests {
         assert_eq!((one[0].id.as_str(), one[0].source.as_str()), ("gen-1", "api"));
         assert_eq!(one[0].received_at, Timestamp::from_millis(5));
         assert_eq!(one[0].payload_json(), r#"{"order_id":"o","amount":5}"#);
-        assert_eq!(parse(&format!("[{REFUND},{REFUND}]"), BodyFormat::Json).unwrap().len(), 2);
-        assert_eq!(parse(&format!("{REFUND}\n\n{REFUND}\n"), BodyFormat::NdJson).unwrap().len(), 2);
+        assert_eq!(
+            parse(&format!("[{REFUND},{REFUND}]"), BodyFormat::Json)
+                .unwrap()
+                .len(),
+            2
+        );
+        assert_eq!(
+            parse(&format!("{REFUND}\n\n{REFUND}\n"), BodyFormat::NdJson)
+                .unwrap()
+                .len(),
+            2
+        );
         let kept = parse(r#"{"type":"order_refunded","id":"client-7","source":"shop","occurred_at":"2024-05-01T00:00:00+02:00","payload":{"order_id":"o","amount":5}}"#, BodyFormat::Json).unwrap();
-        assert_eq!(kept[0].id.as_str(), "client-7", "the client's id is the dedupe key of its retries");
-        assert_eq!(kept[0].occurred_at.unwrap().to_string(), "2024-04-30T22:00:00.000000Z");
+        assert_eq!(
+            kept[0].id.as_str(),
+            "client-7",
+            "the client's id is the dedupe key of its retries"
+        );
+        assert_eq!(
+            kept[0].occurred_at.unwrap().to_string(),
+            "2024-04-30T22:00:00.000000Z"
+        );
     }
 
     /// Status, message, and each problem as (event index, field, reason).
@@ -273,7 +322,14 @@ mod tests {
 
     fn problems(body: &str) -> Answer {
         let e = parse(body, BodyFormat::Json).unwrap_err();
-        (e.status.as_u16(), e.message, e.problems.into_iter().map(|p| (p.event, p.field, p.reason)).collect())
+        (
+            e.status.as_u16(),
+            e.message,
+            e.problems
+                .into_iter()
+                .map(|p| (p.event, p.field, p.reason))
+                .collect(),
+        )
     }
 
     #[test]
@@ -282,35 +338,83 @@ mod tests {
         assert!(problems("{").1.starts_with("body is not valid JSON"));
         assert_eq!(problems("[]").1, "the body holds no events");
         let (status, message, _) = problems(&format!("[{REFUND},{REFUND},{REFUND},{REFUND}]"));
-        assert_eq!((status, message.as_str()), (413, "4 events in one request; the limit is 3"));
-        let deep = format!(r#"{{"type":"order_refunded","payload":{}{}}}"#, "[".repeat(12), "]".repeat(12));
+        assert_eq!(
+            (status, message.as_str()),
+            (413, "4 events in one request; the limit is 3")
+        );
+        let deep = format!(
+            r#"{{"type":"order_refunded","payload":{}{}}}"#,
+            "[".repeat(12),
+            "]".repeat(12)
+        );
         let (status, message, _) = problems(&deep);
         assert_eq!(status, 400);
         assert!(message.starts_with("JSON nests 13 levels deep"), "{message}");
         assert_eq!(
             problems(r#"{"type":"nope","payload":{}}"#).2,
-            [(Some(0), Some("/type".into()), "unknown event type \"nope\"".into())]
+            [(
+                Some(0),
+                Some("/type".into()),
+                "unknown event type \"nope\"".into()
+            )]
         );
-        let (status, _, p) = problems(r#"[{"type":"order_refunded","payload":{"order_id":"o","amount":5}},{"type":"order_refunded","payload":{"order_id":"o"}}]"#);
+        let (status, _, p) = problems(
+            r#"[{"type":"order_refunded","payload":{"order_id":"o","amount":5}},{"type":"order_refunded","payload":{"order_id":"o"}}]"#,
+        );
         assert_eq!(status, 422);
-        assert_eq!(p, [(Some(1), Some("/payload".into()), "\"amount\" is a required property".into())]);
+        assert_eq!(
+            p,
+            [(
+                Some(1),
+                Some("/payload".into()),
+                "\"amount\" is a required property".into()
+            )]
+        );
         let (_, _, p) = problems(r#"{"type":"order_refunded","colour":1,"payload":{}}"#);
         assert_eq!(p[0].1.as_deref(), Some("/colour"));
-        assert!(p[0].2.starts_with("not an event: unknown field `colour`"), "{:?}", p);
-        let (_, _, p) = problems(r#"{"type":"order_refunded","id":"","occurred_at":"soon","payload":{"order_id":"o","amount":1}}"#);
+        assert!(
+            p[0].2.starts_with("not an event: unknown field `colour`"),
+            "{:?}",
+            p
+        );
+        let (_, _, p) = problems(
+            r#"{"type":"order_refunded","id":"","occurred_at":"soon","payload":{"order_id":"o","amount":1}}"#,
+        );
         let fields: Vec<_> = p.iter().map(|x| x.1.clone().unwrap()).collect();
         assert_eq!(fields, ["/id", "/occurred_at"]);
         let (_, _, p) = problems(r#"{"type":"order_refunded"}"#);
         assert_eq!(p[0].1.as_deref(), Some("/payload"));
-        assert_eq!(parse("\u{feff}x", BodyFormat::NdJson).unwrap_err().message.split(':').next(), Some("line 1 is not valid JSON"));
+        assert_eq!(
+            parse("\u{feff}x", BodyFormat::NdJson)
+                .unwrap_err()
+                .message
+                .split(':')
+                .next(),
+            Some("line 1 is not valid JSON")
+        );
     }
 
     #[test]
     fn content_types() {
-        assert_eq!(BodyFormat::from_content_type(Some("application/json; charset=utf-8")).unwrap(), BodyFormat::Json);
-        assert_eq!(BodyFormat::from_content_type(Some("application/x-ndjson")).unwrap(), BodyFormat::NdJson);
-        assert_eq!(BodyFormat::from_content_type(Some("text/plain")).unwrap_err().status.as_u16(), 415);
-        assert_eq!(BodyFormat::from_content_type(None).unwrap_err().status.as_u16(), 415);
+        assert_eq!(
+            BodyFormat::from_content_type(Some("application/json; charset=utf-8")).unwrap(),
+            BodyFormat::Json
+        );
+        assert_eq!(
+            BodyFormat::from_content_type(Some("application/x-ndjson")).unwrap(),
+            BodyFormat::NdJson
+        );
+        assert_eq!(
+            BodyFormat::from_content_type(Some("text/plain"))
+                .unwrap_err()
+                .status
+                .as_u16(),
+            415
+        );
+        assert_eq!(
+            BodyFormat::from_content_type(None).unwrap_err().status.as_u16(),
+            415
+        );
     }
 
     #[test]

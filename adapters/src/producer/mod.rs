@@ -66,8 +66,15 @@ impl AppState {
             catalog,
             handle,
             tokens: config.tokens.clone(),
-            webhooks: config.webhooks.iter().map(|w| (w.source.clone(), w.clone())).collect(),
-            limits: Limits { max_events: config.max_events_per_request, max_depth: config.max_json_depth },
+            webhooks: config
+                .webhooks
+                .iter()
+                .map(|w| (w.source.clone(), w.clone()))
+                .collect(),
+            limits: Limits {
+                max_events: config.max_events_per_request,
+                max_depth: config.max_json_depth,
+            },
             max_body_bytes: config.max_body_bytes,
             retry_after_secs: config.retry_after_secs,
             metrics,
@@ -84,7 +91,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .route("/openapi.json", get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }))
+        .route(
+            "/openapi.json",
+            get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }),
+        )
         .layer(axum::middleware::from_fn(record_request))
         .layer(tower_http::catch_panic::CatchPanicLayer::new())
         .with_state(state)
@@ -101,12 +111,18 @@ async fn record_request(request: Request, next: Next) -> Response {
     let code = response.status().as_u16();
     let elapsed = started.elapsed();
     metrics::counter!("microbatch_http_requests_total", "route" => route.clone(), "status" => code.to_string()).increment(1);
-    metrics::histogram!("microbatch_http_request_duration_seconds", "route" => route).record(elapsed.as_secs_f64());
+    metrics::histogram!("microbatch_http_request_duration_seconds", "route" => route)
+        .record(elapsed.as_secs_f64());
     crate::telemetry::emf_count("produce", "HttpRequests", 1.0);
     if code >= 500 {
         crate::telemetry::emf_count("produce", "Http5xx", 1.0);
     }
-    crate::telemetry::emf_value("produce", "HttpLatencyMillis", "Milliseconds", elapsed.as_secs_f64() * 1000.0);
+    crate::telemetry::emf_value(
+        "produce",
+        "HttpLatencyMillis",
+        "Milliseconds",
+        elapsed.as_secs_f64() * 1000.0,
+    );
     response
 }
 
@@ -126,8 +142,15 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
         .and_then(|v| v.strip_prefix("Bearer "))
         .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer <token>"))?;
     // Constant-time per token, so the comparison leaks nothing about a token's prefix.
-    let ok = state.tokens.iter().any(|t| constant_time_eq(t.as_bytes(), presented.as_bytes()));
-    if ok { Ok(()) } else { Err(ApiError::unauthorized("the bearer token is not valid")) }
+    let ok = state
+        .tokens
+        .iter()
+        .any(|t| constant_time_eq(t.as_bytes(), presented.as_bytes()));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::unauthorized("the bearer token is not valid"))
+    }
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -151,7 +174,11 @@ async fn submit(state: &AppState, events: Vec<Envelope>) -> Result<Response, Api
                 metrics::counter!("microbatch_events_accepted_total", "event_type" => t).increment(n);
             }
             crate::telemetry::emf_count("produce", "EventsAccepted", ids.len() as f64);
-            Ok((StatusCode::ACCEPTED, Json(json!({"accepted": ids.len(), "ids": ids}))).into_response())
+            Ok((
+                StatusCode::ACCEPTED,
+                Json(json!({"accepted": ids.len(), "ids": ids})),
+            )
+                .into_response())
         }
         Err(e) => {
             for t in by_type.keys() {
@@ -174,17 +201,30 @@ async fn submit(state: &AppState, events: Vec<Envelope>) -> Result<Response, Api
     }
 }
 
-async fn post_events(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+async fn post_events(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
     authorize(&state, &headers)?;
-    let format = BodyFormat::from_content_type(headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()))?;
+    let format =
+        BodyFormat::from_content_type(headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()))?;
     let bytes = read_body(body, state.max_body_bytes).await?;
     let now = SystemClock.now();
-    let events = ingest::parse_events(&bytes, format, state.limits, &state.catalog, &mut OsIds, "api", now)
-        .inspect_err(|e| {
-            for p in &e.problems {
-                rejected("unknown", e.code, usize::from(p.event.is_some()));
-            }
-        })?;
+    let events = ingest::parse_events(
+        &bytes,
+        format,
+        state.limits,
+        &state.catalog,
+        &mut OsIds,
+        "api",
+        now,
+    )
+    .inspect_err(|e| {
+        for p in &e.problems {
+            rejected("unknown", e.code, usize::from(p.event.is_some()));
+        }
+    })?;
     submit(&state, events).await
 }
 
@@ -195,25 +235,39 @@ async fn post_webhook(
     body: Body,
 ) -> Result<Response, ApiError> {
     let config = state.webhooks.get(&source).ok_or_else(|| {
-        ApiError::new(StatusCode::NOT_FOUND, "unknown_source", format!("no webhook source {source:?} is configured"))
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_source",
+            format!("no webhook source {source:?} is configured"),
+        )
     })?;
     let bytes = read_body(body, state.max_body_bytes).await?;
     let now = SystemClock.now();
     webhook::verify(config, &headers, &bytes, now)?;
     if ingest::json_depth(std::str::from_utf8(&bytes).unwrap_or("")) > state.limits.max_depth {
-        return Err(ApiError::malformed(format!("JSON nests deeper than {} levels", state.limits.max_depth)));
+        return Err(ApiError::malformed(format!(
+            "JSON nests deeper than {} levels",
+            state.limits.max_depth
+        )));
     }
     let catalog = &state.catalog;
     match webhook::to_event(config, &headers, &bytes, |t| catalog.event_type(t).is_some(), now)? {
         Webhook::Ignored { event_type } => {
             rejected(&event_type, "unknown_type", 1);
-            Ok((StatusCode::OK, Json(json!({"ignored": event_type, "reason": "not in the catalog"}))).into_response())
+            Ok((
+                StatusCode::OK,
+                Json(json!({"ignored": event_type, "reason": "not in the catalog"})),
+            )
+                .into_response())
         }
         Webhook::Event(mut event) => {
             if event.id.as_str().is_empty() {
                 event.id = OsIds.next_id(now);
             }
-            if let Some(schema) = catalog.event_type(&event.event_type).and_then(|d| d.schema.as_ref()) {
+            if let Some(schema) = catalog
+                .event_type(&event.event_type)
+                .and_then(|d| d.schema.as_ref())
+            {
                 let value: serde_json::Value = serde_json::from_str(event.payload_json())
                     .map_err(|e| ApiError::malformed(format!("body is not valid JSON: {e}")))?;
                 let problems: Vec<error::Problem> = schema
@@ -235,13 +289,21 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     if state.ready.load(Ordering::Acquire) {
         Json(json!({"status": "ready", "pending_events": state.handle.pending()})).into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "not ready"}))).into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "not ready"})),
+        )
+            .into_response()
     }
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     match &state.metrics {
-        Some(handle) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render()).into_response(),
+        Some(handle) => (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            handle.render(),
+        )
+            .into_response(),
         None => (StatusCode::NOT_FOUND, "metrics are not enabled").into_response(),
     }
 }

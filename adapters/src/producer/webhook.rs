@@ -21,7 +21,9 @@ use crate::config::{WebhookConfig, WebhookScheme};
 type HmacSha256 = Hmac<Sha256>;
 
 fn verifies(secret: &str, parts: &[&[u8]], signature_hex: &str) -> bool {
-    let Ok(signature) = hex::decode(signature_hex.trim()) else { return false };
+    let Ok(signature) = hex::decode(signature_hex.trim()) else {
+        return false;
+    };
     let mut mac = HmacSha256::new_from_slice(secret.as_bytes()).expect("HMAC takes keys of any length");
     for p in parts {
         mac.update(p);
@@ -34,10 +36,18 @@ fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
 }
 
 /// Checks the request's signature against the source's secrets.
-pub fn verify(config: &WebhookConfig, headers: &HeaderMap, body: &[u8], now: Timestamp) -> Result<(), ApiError> {
+pub fn verify(
+    config: &WebhookConfig,
+    headers: &HeaderMap,
+    body: &[u8],
+    now: Timestamp,
+) -> Result<(), ApiError> {
     match config.scheme {
         WebhookScheme::HubSignature => {
-            let name = config.signature_header.as_deref().unwrap_or("X-Hub-Signature-256");
+            let name = config
+                .signature_header
+                .as_deref()
+                .unwrap_or("X-Hub-Signature-256");
             let value = header(headers, name)
                 .ok_or_else(|| ApiError::unauthorized(format!("missing signature header {name}")))?;
             let hex = value
@@ -46,7 +56,9 @@ pub fn verify(config: &WebhookConfig, headers: &HeaderMap, body: &[u8], now: Tim
             if config.secrets.iter().any(|s| verifies(s, &[body], hex)) {
                 Ok(())
             } else {
-                Err(ApiError::unauthorized(format!("{name} does not match the body for any configured secret")))
+                Err(ApiError::unauthorized(format!(
+                    "{name} does not match the body for any configured secret"
+                )))
             }
         }
         WebhookScheme::TimestampedSignature => {
@@ -62,8 +74,11 @@ pub fn verify(config: &WebhookConfig, headers: &HeaderMap, body: &[u8], now: Tim
                     _ => {}
                 }
             }
-            let t = timestamp.ok_or_else(|| ApiError::unauthorized(format!("{name} has no t=<timestamp>")))?;
-            let secs: i64 = t.parse().map_err(|_| ApiError::unauthorized(format!("{name} has a bad timestamp {t:?}")))?;
+            let t =
+                timestamp.ok_or_else(|| ApiError::unauthorized(format!("{name} has no t=<timestamp>")))?;
+            let secs: i64 = t
+                .parse()
+                .map_err(|_| ApiError::unauthorized(format!("{name} has a bad timestamp {t:?}")))?;
             if signatures.is_empty() {
                 return Err(ApiError::unauthorized(format!("{name} has no v1=<signature>")));
             }
@@ -74,14 +89,17 @@ pub fn verify(config: &WebhookConfig, headers: &HeaderMap, body: &[u8], now: Tim
                     config.tolerance_secs
                 )));
             }
-            let ok = config
-                .secrets
-                .iter()
-                .any(|secret| signatures.iter().any(|sig| verifies(secret, &[t.as_bytes(), b".", body], sig)));
+            let ok = config.secrets.iter().any(|secret| {
+                signatures
+                    .iter()
+                    .any(|sig| verifies(secret, &[t.as_bytes(), b".", body], sig))
+            });
             if ok {
                 Ok(())
             } else {
-                Err(ApiError::unauthorized(format!("{name} does not match the body for any configured secret")))
+                Err(ApiError::unauthorized(format!(
+                    "{name} does not match the body for any configured secret"
+                )))
             }
         }
     }
@@ -93,7 +111,9 @@ pub enum Webhook {
     Event(Box<Envelope>),
     /// An event type the catalog does not know: acknowledged (so the provider does not retry or
     /// disable the hook) and counted, not stored.
-    Ignored { event_type: String },
+    Ignored {
+        event_type: String,
+    },
 }
 
 /// Builds the envelope of a verified webhook.
@@ -104,26 +124,33 @@ pub fn to_event(
     known: impl Fn(&str) -> bool,
     now: Timestamp,
 ) -> Result<Webhook, ApiError> {
-    let text = std::str::from_utf8(body).map_err(|e| ApiError::malformed(format!("body is not UTF-8: {e}")))?;
+    let text =
+        std::str::from_utf8(body).map_err(|e| ApiError::malformed(format!("body is not UTF-8: {e}")))?;
     let payload: Box<RawValue> = serde_json::from_str::<&RawValue>(text)
         .map(ToOwned::to_owned)
         .map_err(|e| ApiError::malformed(format!("body is not valid JSON: {e}")))?;
-    let value: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| ApiError::malformed(format!("body is not valid JSON: {e}")))?;
-    let pick = |header_name: &Option<String>, pointer: &Option<String>, what: &str| -> Result<String, ApiError> {
-        if let Some(h) = header_name {
-            return header(headers, h)
-                .filter(|v| !v.is_empty())
-                .map(str::to_owned)
-                .ok_or_else(|| ApiError::malformed(format!("missing header {h} (the {what})")).with(vec![Problem::new("missing").field(h.clone())]));
-        }
-        let p = pointer.as_deref().unwrap_or("");
-        let ptr = Pointer::parse(p).map_err(|e| ApiError::malformed(e.to_string()))?;
-        match ptr.resolve(&value) {
-            Some(serde_json::Value::String(s)) if !s.is_empty() => Ok(s.clone()),
-            _ => Err(ApiError::invalid(vec![Problem::new(format!("the {what} must be a non-empty string")).field(p)])),
-        }
-    };
+    let value: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| ApiError::malformed(format!("body is not valid JSON: {e}")))?;
+    let pick =
+        |header_name: &Option<String>, pointer: &Option<String>, what: &str| -> Result<String, ApiError> {
+            if let Some(h) = header_name {
+                return header(headers, h)
+                    .filter(|v| !v.is_empty())
+                    .map(str::to_owned)
+                    .ok_or_else(|| {
+                        ApiError::malformed(format!("missing header {h} (the {what})"))
+                            .with(vec![Problem::new("missing").field(h.clone())])
+                    });
+            }
+            let p = pointer.as_deref().unwrap_or("");
+            let ptr = Pointer::parse(p).map_err(|e| ApiError::malformed(e.to_string()))?;
+            match ptr.resolve(&value) {
+                Some(serde_json::Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+                _ => Err(ApiError::invalid(vec![
+                    Problem::new(format!("the {what} must be a non-empty string")).field(p),
+                ])),
+            }
+        };
     let provider_type = pick(&config.type_header, &config.type_pointer, "event type")?;
     let event_type = format!("{}{}", config.type_prefix, provider_type);
     if !known(&event_type) {
@@ -132,7 +159,9 @@ pub fn to_event(
     let id = if config.id_header.is_some() || config.id_pointer.is_some() {
         let id = pick(&config.id_header, &config.id_pointer, "delivery id")?;
         if id.len() > EventId::MAX_LEN {
-            return Err(ApiError::invalid(vec![Problem::new("the delivery id is too long").field("id")]));
+            return Err(ApiError::invalid(vec![
+                Problem::new("the delivery id is too long").field("id"),
+            ]));
         }
         // Namespaced by source: two providers may reuse each other's ids.
         Some(EventId(format!("{}:{id}", config.source)))
@@ -188,8 +217,14 @@ pub(crate) mod tests {
             verify(&config, &bad, body, NOW).unwrap_err().message,
             "X-Hub-Signature-256 does not match the body for any configured secret"
         );
-        assert!(verify(&config, &ok, br#"{"ref":"evil"}"#, NOW).is_err(), "a changed body fails");
-        assert_eq!(verify(&config, &HeaderMap::new(), body, NOW).unwrap_err().message, "missing signature header X-Hub-Signature-256");
+        assert!(
+            verify(&config, &ok, br#"{"ref":"evil"}"#, NOW).is_err(),
+            "a changed body fails"
+        );
+        assert_eq!(
+            verify(&config, &HeaderMap::new(), body, NOW).unwrap_err().message,
+            "missing signature header X-Hub-Signature-256"
+        );
     }
 
     #[test]
@@ -201,7 +236,13 @@ pub(crate) mod tests {
         assert!(verify(&config, &ok, body, NOW).is_ok());
         let old = headers(&[("stripe-signature", stripe_signature("whsec_1", t - 301, body))]);
         let e = verify(&config, &old, body, NOW).unwrap_err();
-        assert_eq!((e.status.as_u16(), e.message.as_str()), (401, "Stripe-Signature timestamp is 301 s away from now; the tolerance is 300 s (a replay?)"));
+        assert_eq!(
+            (e.status.as_u16(), e.message.as_str()),
+            (
+                401,
+                "Stripe-Signature timestamp is 301 s away from now; the tolerance is 300 s (a replay?)"
+            )
+        );
         let forged = headers(&[("stripe-signature", format!("t={t},v1=00"))]);
         assert!(verify(&config, &forged, body, NOW).is_err());
     }
@@ -209,13 +250,27 @@ pub(crate) mod tests {
     #[test]
     fn delivery_ids_and_types_come_from_the_configured_place() {
         let hub = WebhookConfig::hub("github", vec!["s".into()]);
-        let h = headers(&[("x-github-event", "push".into()), ("x-github-delivery", "d-1".into())]);
-        let Webhook::Event(e) = to_event(&hub, &h, br#"{"ref":"main"}"#, |t| t == "push", NOW).unwrap() else { panic!() };
-        assert_eq!((e.event_type.as_str(), e.id.as_str(), e.source.as_str()), ("push", "github:d-1", "github"));
+        let h = headers(&[
+            ("x-github-event", "push".into()),
+            ("x-github-delivery", "d-1".into()),
+        ]);
+        let Webhook::Event(e) = to_event(&hub, &h, br#"{"ref":"main"}"#, |t| t == "push", NOW).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (e.event_type.as_str(), e.id.as_str(), e.source.as_str()),
+            ("push", "github:d-1", "github")
+        );
         let stripe = WebhookConfig::timestamped("stripe", vec!["s".into()]);
         let body = br#"{"id":"evt_9","type":"charge.refunded"}"#;
-        let Webhook::Event(e) = to_event(&stripe, &HeaderMap::new(), body, |_| true, NOW).unwrap() else { panic!() };
-        assert_eq!((e.event_type.as_str(), e.id.as_str()), ("charge.refunded", "stripe:evt_9"));
+        let Webhook::Event(e) = to_event(&stripe, &HeaderMap::new(), body, |_| true, NOW).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            (e.event_type.as_str(), e.id.as_str()),
+            ("charge.refunded", "stripe:evt_9")
+        );
         let ignored = to_event(&stripe, &HeaderMap::new(), body, |_| false, NOW).unwrap();
         assert!(matches!(ignored, Webhook::Ignored { event_type } if event_type == "charge.refunded"));
         let e = to_event(&stripe, &HeaderMap::new(), br#"{"id":"x"}"#, |_| true, NOW).unwrap_err();

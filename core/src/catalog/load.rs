@@ -195,7 +195,12 @@ impl Ctx<'_> {
 }
 
 /// An event type parsed but not yet linked to table ids: name, file, schema, outputs by table name.
-type PendingEvent = (String, String, Option<jsonschema::Validator>, Vec<(String, Output)>);
+type PendingEvent = (
+    String,
+    String,
+    Option<jsonschema::Validator>,
+    Vec<(String, Output)>,
+);
 
 /// The first declaration of a table, against which later ones are compared.
 struct Declared {

@@ -217,7 +217,10 @@ where
         // Either way nothing is lost and the manifest turns the redelivery into a skip, so a queue
         // error is reported, never fatal.
         if let Err(e) = result {
-            self.observer.observe(Observation::PortRetry { service: e.service, error: &e.message });
+            self.observer.observe(Observation::PortRetry {
+                service: e.service,
+                error: &e.message,
+            });
         }
         Ok(())
     }
@@ -427,14 +430,36 @@ mod tests {
     #[test]
     fn a_stale_receipt_is_not_fatal() {
         let text = "[[events]]\ntype = \"e\"\n[[events.outputs]]\ntable = \"t\"\ncolumns = [ { name = \"a\", type = \"text\", pointer = \"/a\" } ]\n";
-        let catalog = Catalog::load([Source { name: "c.toml".into(), text: text.into() }]).unwrap();
-        let message = Message { id: "m".into(), receipt: "r".into(), body: "not json".into(), receive_count: 1 };
+        let catalog = Catalog::load([Source {
+            name: "c.toml".into(),
+            text: text.into(),
+        }])
+        .unwrap();
+        let message = Message {
+            id: "m".into(),
+            receipt: "r".into(),
+            body: "not json".into(),
+            receive_count: 1,
+        };
         let queue = StaleQueue(Mutex::new(Some(message)));
         futures::executor::block_on(async {
-            let importer = Importer::start(&queue, &NoObjects, &Empty, &Now, &Half, &NoObserver, &catalog, ImporterConfig::default())
-                .await
-                .unwrap();
-            assert_eq!(importer.step().await.unwrap(), 1, "the message was handled and the importer goes on");
+            let importer = Importer::start(
+                &queue,
+                &NoObjects,
+                &Empty,
+                &Now,
+                &Half,
+                &NoObserver,
+                &catalog,
+                ImporterConfig::default(),
+            )
+            .await
+            .unwrap();
+            assert_eq!(
+                importer.step().await.unwrap(),
+                1,
+                "the message was handled and the importer goes on"
+            );
             assert_eq!(importer.step().await.unwrap(), 0);
         });
     }
