@@ -61,3 +61,54 @@ fn the_readme_curl_example_works_as_written() {
     );
     assert!(status.success());
 }
+
+#[test]
+fn help_names_every_subcommand_and_bad_config_is_named() {
+    let out = Command::new(env!("CARGO_BIN_EXE_microbatch"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for sub in ["run", "produce", "consume", "import", "demo", "migrate", "check"] {
+        assert!(help.contains(&format!("  {sub} ")), "--help lists {sub}:\n{help}");
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_microbatch"))
+        .args(["--config", "/nonexistent/mb.toml", "check"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "microbatch: configuration: /nonexistent/mb.toml does not exist"
+    );
+}
+
+#[test]
+fn check_reports_a_warehouse_that_lags_the_catalog_and_migrate_fixes_it() {
+    let data = tempfile::tempdir().unwrap();
+    let run = |sub: &str| {
+        Command::new(env!("CARGO_BIN_EXE_microbatch"))
+            .arg(sub)
+            .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
+            .env("MICROBATCH_DATA_DIR", data.path())
+            .env("MICROBATCH_LOG__FILTER", "error")
+            .output()
+            .unwrap()
+    };
+    let before = run("check");
+    assert!(!before.status.success());
+    assert!(
+        String::from_utf8_lossy(&before.stdout).contains("warehouse: table \"orders\""),
+        "{}",
+        String::from_utf8_lossy(&before.stdout)
+    );
+    assert!(run("migrate").status.success());
+    let after = run("check");
+    assert!(
+        after.status.success(),
+        "{}",
+        String::from_utf8_lossy(&after.stderr)
+    );
+    assert!(String::from_utf8_lossy(&after.stdout).contains("every catalog table and column is there"));
+}
