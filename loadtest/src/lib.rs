@@ -1,2 +1,16 @@
-//! Load and latency tests for microbatch. Empty until the loadtest issue (see `issues`):
-//! nothing here claims to measure anything yet.
+//! Load and latency tests for microbatch against real components: an open-loop HTTP load
+//! generator (no coordinated omission), accept → queryable freshness from the warehouse, the
+//! exactly-once check (lost and duplicated events), the baselines every figure is a ratio
+//! against, scaling runs, and the report (`report.json`, `report.md`, `timeline.svg`).
+//!
+//! The pipeline under test sits behind [`target::Target`], so an emulated-AWS target plugs in
+//! beside [`target::Embedded`].
+
+pub mod baselines;
+pub mod fresh;
+pub mod load;
+pub mod probe;
+pub mod report;
+pub mod suite;
+pub mod target;
+pub mod workload;
