@@ -219,3 +219,32 @@ pub fn run_until<'a>(
         }
     }
 }
+
+/// A component's own clock: the shared virtual time off by a fixed skew, as a machine's clock
+/// is. Sleeps end when the component's clock reaches the deadline.
+#[derive(Debug, Clone)]
+pub struct SkewedClock {
+    base: VirtualClock,
+    offset_micros: i64,
+}
+
+impl SkewedClock {
+    pub fn new(base: VirtualClock, offset_micros: i64) -> Self {
+        SkewedClock { base, offset_micros }
+    }
+
+    pub fn offset_micros(&self) -> i64 {
+        self.offset_micros
+    }
+}
+
+impl Clock for SkewedClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::from_micros(self.base.now().as_micros() + self.offset_micros)
+    }
+
+    fn sleep_until(&self, deadline: Timestamp) -> impl Future<Output = ()> + Send {
+        self.base
+            .sleep_until(Timestamp::from_micros(deadline.as_micros() - self.offset_micros))
+    }
+}

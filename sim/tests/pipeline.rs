@@ -13,7 +13,8 @@ use microbatch_core::event::{Envelope, EventId};
 use microbatch_core::ports::{Clock, NoObserver};
 use microbatch_core::time::Timestamp;
 use microbatch_sim::clock::{SeededEntropy, Task, VirtualClock, run_until};
-use microbatch_sim::world::{MemLeases, MemQueue, MemStore, MemStream, MemWarehouse};
+use microbatch_sim::ctx::Ctx;
+use microbatch_sim::world::World;
 use serde_json::value::RawValue;
 
 fn catalog() -> Catalog {
@@ -48,16 +49,24 @@ fn every_accepted_event_lands_exactly_once() {
     let t0 = Timestamp::parse_rfc3339("2024-05-01T12:00:00Z").unwrap();
     let clock = VirtualClock::starting_at(t0);
     let entropy = SeededEntropy::new(42);
-    let stream = MemStream::new(clock.clone(), 2);
-    let queue = Arc::new(MemQueue::new(clock.clone(), Duration::from_secs(30)));
-    let store = MemStore::new(clock.clone(), queue.clone());
-    let warehouse = MemWarehouse::new();
-    let leases = MemLeases::new();
+    let world = World::new(
+        Arc::new(Ctx::quiet(clock.clone())),
+        2,
+        Duration::from_secs(30),
+        25,
+    );
+    let (stream, queue, store, warehouse, leases) = (
+        &*world.stream,
+        world.queue.clone(),
+        &world.store,
+        &world.warehouse,
+        &world.leases,
+    );
     let catalog = catalog();
     let observer = NoObserver;
 
     let (producer, handle) = block_on(Producer::start(
-        &stream,
+        stream,
         &clock,
         &entropy,
         &observer,
@@ -65,9 +74,9 @@ fn every_accepted_event_lands_exactly_once() {
     ))
     .unwrap();
     let consumer = Consumer::new(
-        &stream,
-        &store,
-        &leases,
+        stream,
+        store,
+        leases,
         &clock,
         &entropy,
         &observer,
@@ -77,8 +86,8 @@ fn every_accepted_event_lands_exactly_once() {
     .unwrap();
     let importer = block_on(Importer::start(
         &*queue,
-        &store,
-        &warehouse,
+        store,
+        warehouse,
         &clock,
         &entropy,
         &observer,

@@ -20,7 +20,13 @@ pub struct Batch {
     pub shard: ShardId,
     /// The positions of the first and last record with rows here.
     pub first: Position,
+    /// The ordinal of the first row among the rows of `first` for this table: non-zero when the
+    /// batch starts after a cut between rows of one event (an exploded array cut by a limit).
+    pub first_row: u32,
     pub last: Position,
+    /// When the batch was cut just before another row of `last` was added: the ordinal of its
+    /// last row among that record's rows for this table (the rest are in the next batch).
+    pub last_row: Option<u32>,
     pub rows: u64,
     /// CSV rows, uncompressed.
     pub data: Vec<u8>,
@@ -45,16 +51,40 @@ impl Batch {
         self.data.len()
     }
 
-    /// The deterministic object key (see [`object_key`]).
+    /// The deterministic object key (see [`object_key`]). When a cut fell between two rows of
+    /// one record (an exploded array cut by a limit), the key names the rows too: the batch after
+    /// the cut starts at `<first>r<row>`, and the one before ends at `<last>r<row>` when the cut
+    /// was known to fall inside the record. Two batches on either side of a cut never share a
+    /// key, so a key names one set of rows and a replayed flush overwrites it with the same bytes.
     pub fn key(&self, compression: Compression) -> String {
-        object_key(
+        if self.first_row == 0 && self.last_row.is_none() {
+            return object_key(
+                &self.table,
+                self.first_received_at,
+                &self.shard,
+                &self.first,
+                &self.last,
+                compression,
+            );
+        }
+        let first = match self.first_row {
+            0 => self.first.to_string(),
+            n => format!("{}r{n}", self.first),
+        };
+        let last = match self.last_row {
+            None => self.last.to_string(),
+            Some(n) => format!("{}r{n}", self.last),
+        };
+        let plain = object_key(
             &self.table,
             self.first_received_at,
             &self.shard,
             &self.first,
             &self.last,
             compression,
-        )
+        );
+        let (dir, _) = plain.rsplit_once('/').expect("keys have directories");
+        format!("{dir}/{}-{first}-{last}{}", self.shard, compression.extension())
     }
 
     pub fn metadata(&self, compression: Compression) -> BatchMetadata {

@@ -33,6 +33,11 @@ struct Buffer {
     data: Vec<u8>,
     rows: usize,
     first: Position,
+    /// The ordinal of the buffer's first row among its position's rows for this table (non-zero
+    /// when an earlier buffer was cut between rows of that position).
+    first_row: u32,
+    /// The ordinal of the last row among its position's rows.
+    last_row: u32,
     last: Position,
     first_received_at: Timestamp,
     min_received_at: Timestamp,
@@ -41,6 +46,14 @@ struct Buffer {
 }
 
 /// What [`Batcher::add`] did.
+/// One row being added, with its ordinal among its position's rows for its table.
+struct Row<'a> {
+    position: &'a Position,
+    ordinal: u32,
+    received_at: Timestamp,
+    bytes: &'a [u8],
+}
+
 #[derive(Debug, Default)]
 pub struct Added {
     /// The row opened a new buffer (or went out alone): the checkpoint tracker must hold its
@@ -57,6 +70,10 @@ pub struct Batcher {
     tables: Vec<TableInfo>,
     catalog_version: Arc<str>,
     buffers: HashMap<(TableId, ShardId), Buffer>,
+    /// Per table and shard: the position of the last row added and how many rows of that
+    /// position were added, across cuts. One event can make several rows of one table (an
+    /// exploded array), and a cut between them must not give two batches the same key.
+    cursors: HashMap<(TableId, ShardId), (Position, u32)>,
     /// Sum of the buffers' allocated capacity.
     allocated: usize,
 }
@@ -77,6 +94,7 @@ impl Batcher {
             tables,
             catalog_version: catalog.version().into(),
             buffers: HashMap::new(),
+            cursors: HashMap::new(),
             allocated: 0,
         })
     }
@@ -105,62 +123,95 @@ impl Batcher {
         row: &[u8],
         now: Timestamp,
     ) -> Added {
-        let mut added = Added::default();
         let key = (table, shard.clone());
-        if row.len() > self.policy.max_bytes {
+        // The row's ordinal among the rows of its position for this table.
+        let ordinal = match self.cursors.get_mut(&key) {
+            Some((p, n)) if p == position => {
+                *n += 1;
+                *n - 1
+            }
+            _ => {
+                self.cursors.insert(key.clone(), (position.clone(), 1));
+                0
+            }
+        };
+        let row = Row {
+            position,
+            ordinal,
+            received_at,
+            bytes: row,
+        };
+        self.add_row(key, &row, now, Added::default())
+    }
+
+    fn add_row(&mut self, key: (TableId, ShardId), row: &Row<'_>, now: Timestamp, mut added: Added) -> Added {
+        // A cut made now, before the row is added, falls between two rows of the row's record
+        // if the buffer cut ends with that record.
+        let cut_at = Some((&key.1, row.position));
+        if row.bytes.len() > self.policy.max_bytes {
             // Too big for any buffer: it goes out alone, so no buffer ever outgrows max_bytes.
-            let mut data = Vec::with_capacity(row.len());
-            data.extend_from_slice(row);
+            let mut data = Vec::with_capacity(row.bytes.len());
+            data.extend_from_slice(row.bytes);
             let alone = Buffer {
                 data,
                 rows: 1,
-                first: position.clone(),
-                last: position.clone(),
-                first_received_at: received_at,
-                min_received_at: received_at,
-                max_received_at: received_at,
+                first: row.position.clone(),
+                first_row: row.ordinal,
+                last: row.position.clone(),
+                last_row: row.ordinal,
+                first_received_at: row.received_at,
+                min_received_at: row.received_at,
+                max_received_at: row.received_at,
                 opened_at: now,
             };
             added.opened = true;
             added
                 .flushed
-                .push(self.seal(table, shard.clone(), alone, FlushReason::Oversize));
+                .push(self.seal(key.0, key.1.clone(), alone, FlushReason::Oversize, cut_at));
             return added;
         }
         // A row that would push its buffer past max_bytes closes the buffer first.
         if let Some(buf) = self.buffers.get(&key)
-            && buf.data.len() + row.len() > self.policy.max_bytes
+            && buf.data.len() + row.bytes.len() > self.policy.max_bytes
         {
-            added.flushed.push(self.flush_key(&key, FlushReason::Bytes));
+            added
+                .flushed
+                .push(self.flush_key(&key, FlushReason::Bytes, cut_at));
         }
         let (cap, len) = self
             .buffers
             .get(&key)
             .map_or((0, 0), |b| (b.data.capacity(), b.data.len()));
-        let new_cap = self.policy.grow_to(cap, len + row.len());
+        let new_cap = self.policy.grow_to(cap, len + row.bytes.len());
         let growth = new_cap - cap;
         // Make room under the budget, oldest buffers first, before allocating.
         while self.allocated + growth > self.policy.budget_bytes {
             let Some(victim) = self.oldest_other_than(&key) else {
                 break;
             };
-            added.flushed.push(self.flush_key(&victim, FlushReason::Budget));
+            added
+                .flushed
+                .push(self.flush_key(&victim, FlushReason::Budget, cut_at));
         }
         if self.allocated + growth > self.policy.budget_bytes && self.buffers.contains_key(&key) {
             // Only this buffer is left and it cannot grow: cut it and start afresh.
-            added.flushed.push(self.flush_key(&key, FlushReason::Budget));
-            return self.add_after_flush(table, shard, position, received_at, row, now, added);
+            added
+                .flushed
+                .push(self.flush_key(&key, FlushReason::Budget, cut_at));
+            return self.add_row(key, row, now, added);
         }
         let buf = self.buffers.entry(key.clone()).or_insert_with(|| {
             added.opened = true;
             Buffer {
                 data: Vec::new(),
                 rows: 0,
-                first: position.clone(),
-                last: position.clone(),
-                first_received_at: received_at,
-                min_received_at: received_at,
-                max_received_at: received_at,
+                first: row.position.clone(),
+                first_row: row.ordinal,
+                last: row.position.clone(),
+                last_row: row.ordinal,
+                first_received_at: row.received_at,
+                min_received_at: row.received_at,
+                max_received_at: row.received_at,
                 opened_at: now,
             }
         });
@@ -168,33 +219,19 @@ impl Batcher {
             buf.data.reserve_exact(new_cap - buf.data.len());
         }
         self.allocated += buf.data.capacity() - cap;
-        buf.data.extend_from_slice(row);
+        buf.data.extend_from_slice(row.bytes);
         buf.rows += 1;
-        buf.last = position.clone();
-        buf.min_received_at = buf.min_received_at.min(received_at);
-        buf.max_received_at = buf.max_received_at.max(received_at);
+        buf.last = row.position.clone();
+        buf.last_row = row.ordinal;
+        buf.min_received_at = buf.min_received_at.min(row.received_at);
+        buf.max_received_at = buf.max_received_at.max(row.received_at);
         if let Some(reason) = self.policy.due(buf.rows, buf.data.len(), buf.opened_at, now)
             && reason != FlushReason::Age
         {
-            added.flushed.push(self.flush_key(&key, reason));
+            // Whether more rows of this record follow is not known here; if they do, the next
+            // batch's key says it starts inside the record, which keeps the two apart.
+            added.flushed.push(self.flush_key(&key, reason, None));
         }
-        added
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn add_after_flush(
-        &mut self,
-        table: TableId,
-        shard: &ShardId,
-        position: &Position,
-        received_at: Timestamp,
-        row: &[u8],
-        now: Timestamp,
-        mut added: Added,
-    ) -> Added {
-        let again = self.add(table, shard, position, received_at, row, now);
-        added.opened |= again.opened;
-        added.flushed.extend(again.flushed);
         added
     }
 
@@ -206,7 +243,10 @@ impl Batcher {
             .filter(|(_, b)| self.policy.due(b.rows, b.data.len(), b.opened_at, now).is_some())
             .map(|(k, _)| k.clone())
             .collect();
-        let mut out: Vec<Batch> = due.iter().map(|k| self.flush_key(k, FlushReason::Age)).collect();
+        let mut out: Vec<Batch> = due
+            .iter()
+            .map(|k| self.flush_key(k, FlushReason::Age, None))
+            .collect();
         out.sort_by(|a, b| (a.opened_at, a.table_id, &a.shard).cmp(&(b.opened_at, b.table_id, &b.shard)));
         out
     }
@@ -232,6 +272,7 @@ impl Batcher {
     /// Drops one shard's buffered rows without writing them: its lease was lost, so another
     /// worker will read them again from the last checkpoint.
     pub fn discard_shard(&mut self, shard: &ShardId) -> usize {
+        self.cursors.retain(|(_, s), _| s != shard);
         let keys: Vec<_> = self.buffers.keys().filter(|(_, s)| s == shard).cloned().collect();
         let mut rows = 0;
         for k in keys {
@@ -247,7 +288,7 @@ impl Batcher {
         let mut keys: Vec<_> = self.buffers.keys().filter(|(_, s)| pick(s)).cloned().collect();
         keys.sort();
         keys.iter()
-            .map(|k| self.flush_key(k, FlushReason::Drain))
+            .map(|k| self.flush_key(k, FlushReason::Drain, None))
             .collect()
     }
 
@@ -265,24 +306,44 @@ impl Batcher {
             .map(|(k, _)| k.clone())
     }
 
-    fn flush_key(&mut self, key: &(TableId, ShardId), reason: FlushReason) -> Batch {
+    /// Cuts a buffer. `cut_at` is the shard and position of the row being added when the cut
+    /// happens inside [`add`](Self::add) (more rows of that position may follow); `None` when
+    /// it happens between records (tick, drain).
+    fn flush_key(
+        &mut self,
+        key: &(TableId, ShardId),
+        reason: FlushReason,
+        cut_at: Option<(&ShardId, &Position)>,
+    ) -> Batch {
         let buf = self
             .buffers
             .remove(key)
             .expect("flush_key is called for open buffers only");
         self.allocated -= buf.data.capacity();
-        self.seal(key.0, key.1.clone(), buf, reason)
+        self.seal(key.0, key.1.clone(), buf, reason, cut_at)
     }
 
-    fn seal(&self, table_id: TableId, shard: ShardId, buf: Buffer, reason: FlushReason) -> Batch {
+    fn seal(
+        &self,
+        table_id: TableId,
+        shard: ShardId,
+        buf: Buffer,
+        reason: FlushReason,
+        cut_at: Option<(&ShardId, &Position)>,
+    ) -> Batch {
         let info = &self.tables[table_id.0 as usize];
+        // The batch may end between two rows of its last position: say which row it ends at, so
+        // that the rest of that position's rows, cut into the next batch, never share its key.
+        let mid_position = cut_at.is_some_and(|(s, p)| *s == shard && *p == buf.last);
         Batch {
             table_id,
             table: info.name.clone(),
             columns: info.columns.clone(),
             shard,
             first: buf.first,
+            first_row: buf.first_row,
             last: buf.last,
+            last_row: mid_position.then_some(buf.last_row),
             rows: buf.rows as u64,
             sha256: Batch::checksum(&buf.data),
             data: buf.data,

@@ -245,3 +245,85 @@ proptest! {
         prop_assert_eq!(seen, added);
     }
 }
+
+/// Found by the simulation (seed 941 of `microbatch-sim`): one event whose exploded array made
+/// more rows of a table than `max_rows` was cut into two batches that both ran from that event to
+/// that event, so both got the key `…-1001.3-1001.3.csv`; the second write replaced the first
+/// and its rows were never loaded. A cut between two rows of one record now shows in the key.
+#[test]
+fn a_cut_inside_one_record_never_gives_two_batches_one_key() {
+    let c = catalog(1);
+    let shard = ShardId::new("s");
+    let t0 = Timestamp::from_millis(1_714_564_800_000);
+    let p = Position::new(SequenceNumber::from_u128(1001), 3);
+    let run = || {
+        let mut b = Batcher::new(policy(), &c).unwrap();
+        let mut out = Vec::new();
+        // Four rows of one record: max_rows (3) cuts after the third.
+        for row in [b"a\n", b"b\n", b"c\n", b"d\n"] {
+            out.extend(b.add(TableId(0), &shard, &p, t0, row, t0).flushed);
+        }
+        // The next record's rows, then a cut between records.
+        out.extend(b.add(TableId(0), &shard, &pos(1002), t0, b"e\n", t0).flushed);
+        out.extend(b.flush_all());
+        out
+    };
+    let batches = run();
+    let keys: Vec<String> = batches
+        .iter()
+        .map(|b| b.key(crate::batch::Compression::None))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "loads/t0/2024/05/01/12/s-1001.3-1001.3.csv",
+            "loads/t0/2024/05/01/12/s-1001.3r3-1002.csv",
+        ]
+    );
+    assert_eq!(batches[0].data, b"a\nb\nc\n");
+    assert_eq!(batches[1].data, b"d\ne\n");
+    // A replay of the same records cuts the same way: the same keys, the same bytes.
+    let again: Vec<(String, Vec<u8>)> = run()
+        .into_iter()
+        .map(|b| (b.key(crate::batch::Compression::None), b.data))
+        .collect();
+    let first: Vec<(String, Vec<u8>)> = keys
+        .into_iter()
+        .zip(batches.into_iter().map(|b| b.data))
+        .collect();
+    assert_eq!(again, first);
+}
+
+#[test]
+fn a_byte_cut_inside_one_record_names_its_rows_too() {
+    let c = catalog(1);
+    let shard = ShardId::new("s");
+    let t0 = Timestamp::from_millis(1_714_564_800_000);
+    let mut b = Batcher::new(policy(), &c).unwrap();
+    let row = [b'x'; 59];
+    let mut keys = Vec::new();
+    // Rows of 60 bytes under a 100-byte limit: each row of the record goes out on its own.
+    for _ in 0..3 {
+        let mut r = row.to_vec();
+        r.push(b'\n');
+        keys.extend(
+            b.add(TableId(0), &shard, &pos(7), t0, &r, t0)
+                .flushed
+                .iter()
+                .map(|b| b.key(crate::batch::Compression::None)),
+        );
+    }
+    keys.extend(
+        b.flush_all()
+            .iter()
+            .map(|b| b.key(crate::batch::Compression::None)),
+    );
+    assert_eq!(
+        keys,
+        [
+            "loads/t0/2024/05/01/12/s-7-7r0.csv",
+            "loads/t0/2024/05/01/12/s-7r1-7r1.csv",
+            "loads/t0/2024/05/01/12/s-7r2-7.csv",
+        ]
+    );
+}

@@ -98,11 +98,16 @@ struct ShardState {
     last_checkpoint_write: Timestamp,
     /// A checkpoint advanced in the tracker but not yet stored.
     unsaved: Option<Position>,
+    /// Which tenure of this shard's lease this is: a write started under an earlier one (before
+    /// the lease was lost and taken again) must not release a hold of this one.
+    tenure: u64,
 }
 
 struct Written {
     shard: ShardId,
     first: Position,
+    /// The tenure of the shard the batch was cut in; `None` if the shard was not held.
+    tenure: Option<u64>,
 }
 
 type WriteFuture<'a> = Pin<Box<dyn Future<Output = Written> + Send + 'a>>;
@@ -145,6 +150,7 @@ pub struct Consumer<'a, R, O, L, C, E, B> {
     inflight: FuturesUnordered<WriteFuture<'a>>,
     next_lease_sync: Timestamp,
     mapped: MappedRows,
+    tenures: u64,
 }
 
 impl<R, O, L, C, E, B> std::fmt::Debug for Consumer<'_, R, O, L, C, E, B> {
@@ -194,6 +200,7 @@ where
             inflight: FuturesUnordered::new(),
             next_lease_sync: Timestamp::UNIX_EPOCH,
             mapped: MappedRows::default(),
+            tenures: 0,
             config,
         })
     }
@@ -348,6 +355,7 @@ where
         self.observer
             .observe(Observation::LeaseTaken { shard: &lease.shard });
         self.tracker.start(lease.shard.clone(), checkpointed);
+        self.tenures += 1;
         self.shards.insert(
             lease.shard.clone(),
             ShardState {
@@ -358,6 +366,7 @@ where
                 next_read: now,
                 last_checkpoint_write: now,
                 unsaved: None,
+                tenure: self.tenures,
             },
         );
     }
@@ -556,6 +565,7 @@ where
             let Batch {
                 shard, first, data, ..
             } = batch;
+            let tenure = self.shards.get(&shard).map(|s| s.tenure);
             self.inflight.push(Box::pin(async move {
                 // Unbounded retries: the checkpoint of this shard waits for this write, so giving
                 // up would lose nothing but would stall; the retry metric tells operators.
@@ -564,7 +574,7 @@ where
                 })
                 .await;
                 observer.observe(Observation::BatchWritten { key: &key });
-                Written { shard, first }
+                Written { shard, first, tenure }
             }));
         }
         Ok(())
@@ -572,8 +582,10 @@ where
 
     fn written(&mut self, done: Written) -> Result<(), ConsumerError> {
         // A write for a shard whose lease was lost meanwhile is harmless: its rows are deduplicated
-        // when the new owner writes them again.
-        if self.shards.contains_key(&done.shard) {
+        // when the new owner writes them again. It releases nothing, even when this worker holds
+        // the shard again by now: the tracker restarted from the checkpoint, and a hold at the
+        // same position is a new buffer's, whose rows this write does not carry.
+        if done.tenure.is_some() && self.shards.get(&done.shard).map(|s| s.tenure) == done.tenure {
             self.tracker.release(&done.shard, &done.first)?;
         }
         Ok(())
@@ -683,5 +695,252 @@ where
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+    use std::task::Poll;
+
+    use futures::executor::block_on;
+    use serde_json::value::RawValue;
+
+    use super::*;
+    use crate::batch::BatchMetadata;
+    use crate::catalog::Source;
+    use crate::event::EventId;
+    use crate::kpl::{HashKeyRange, UserRecord};
+    use crate::ports::{ShardInfo, StoredObject, StreamRecord};
+
+    struct TestClock(Mutex<Timestamp>);
+
+    impl Clock for TestClock {
+        fn now(&self) -> Timestamp {
+            *self.0.lock().unwrap()
+        }
+        fn sleep_until(&self, _: Timestamp) -> impl Future<Output = ()> + Send {
+            futures::future::ready(())
+        }
+    }
+
+    struct Half;
+
+    impl Entropy for Half {
+        fn unit(&self) -> f64 {
+            0.5
+        }
+        fn fill(&self, buf: &mut [u8]) {
+            buf.fill(7);
+        }
+    }
+
+    struct OneShard(Vec<StreamRecord>);
+
+    impl StreamReader for OneShard {
+        async fn list_shards(&self) -> Result<Vec<ShardInfo>, PortError> {
+            Ok(vec![ShardInfo {
+                id: ShardId::new("s"),
+                parent: None,
+                adjacent_parent: None,
+                range: HashKeyRange::FULL,
+                closed: false,
+            }])
+        }
+        async fn read(
+            &self,
+            _: &ShardId,
+            from: &ReadFrom,
+            limit: usize,
+        ) -> Result<crate::ports::ReadBatch, PortError> {
+            let start = match from {
+                ReadFrom::Oldest => 0,
+                ReadFrom::At(seq) => self.0.partition_point(|r| &r.seq < seq),
+                ReadFrom::After(seq) => self.0.partition_point(|r| &r.seq <= seq),
+            };
+            Ok(crate::ports::ReadBatch {
+                records: self.0[start..].iter().take(limit).cloned().collect(),
+                millis_behind_latest: Some(0),
+                end_of_shard: false,
+            })
+        }
+    }
+
+    /// A store whose batch writes finish only when the test opens their gate, one by one.
+    #[derive(Default)]
+    struct GatedStore(Mutex<Vec<(bool, Option<std::task::Waker>)>>);
+
+    impl GatedStore {
+        fn open(&self, i: usize) {
+            let mut gates = self.0.lock().unwrap();
+            gates[i].0 = true;
+            if let Some(w) = gates[i].1.take() {
+                w.wake();
+            }
+        }
+        fn started(&self) -> usize {
+            self.0.lock().unwrap().len()
+        }
+    }
+
+    impl ObjectStore for GatedStore {
+        fn put_batch(
+            &self,
+            _: &str,
+            _: Vec<u8>,
+            _: &BatchMetadata,
+        ) -> impl Future<Output = Result<(), PortError>> + Send {
+            let i = {
+                let mut gates = self.0.lock().unwrap();
+                gates.push((false, None));
+                gates.len() - 1
+            };
+            futures::future::poll_fn(move |cx| {
+                let mut gates = self.0.lock().unwrap();
+                if gates[i].0 {
+                    Poll::Ready(Ok(()))
+                } else {
+                    gates[i].1 = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+            })
+        }
+        async fn put(&self, _: &str, _: Vec<u8>, _: &str) -> Result<(), PortError> {
+            Ok(())
+        }
+        async fn get(&self, _: &str) -> Result<Option<StoredObject>, PortError> {
+            Ok(None)
+        }
+    }
+
+    #[derive(Default)]
+    struct Table(Mutex<BTreeMap<ShardId, Lease>>);
+
+    impl Table {
+        fn set_owner(&self, owner: Option<&str>) {
+            let mut t = self.0.lock().unwrap();
+            let l = t.get_mut(&ShardId::new("s")).unwrap();
+            l.owner = owner.map(str::to_owned);
+            l.counter += 1;
+        }
+        fn checkpoint_of(&self) -> Checkpoint {
+            self.0.lock().unwrap()[&ShardId::new("s")].checkpoint.clone()
+        }
+        fn conditional(&self, seen: &Lease, f: impl FnOnce(&mut Lease)) -> Result<Lease, LeaseError> {
+            let mut t = self.0.lock().unwrap();
+            let l = t.get_mut(&seen.shard).unwrap();
+            if l.counter != seen.counter || l.owner != seen.owner {
+                return Err(LeaseError::Conflict(seen.shard.clone()));
+            }
+            f(l);
+            l.counter += 1;
+            Ok(l.clone())
+        }
+    }
+
+    impl LeaseStore for Table {
+        async fn list(&self) -> Result<Vec<Lease>, PortError> {
+            Ok(self.0.lock().unwrap().values().cloned().collect())
+        }
+        async fn create(&self, lease: &Lease) -> Result<(), LeaseError> {
+            self.0
+                .lock()
+                .unwrap()
+                .entry(lease.shard.clone())
+                .or_insert_with(|| lease.clone());
+            Ok(())
+        }
+        async fn take(&self, lease: &Lease, owner: &str) -> Result<Lease, LeaseError> {
+            self.conditional(lease, |l| l.owner = Some(owner.into()))
+        }
+        async fn renew(&self, lease: &Lease) -> Result<Lease, LeaseError> {
+            self.conditional(lease, |_| {})
+        }
+        async fn checkpoint(&self, lease: &Lease, c: &Checkpoint) -> Result<Lease, LeaseError> {
+            self.conditional(lease, |l| l.checkpoint = c.clone())
+        }
+        async fn release(&self, lease: &Lease) -> Result<(), LeaseError> {
+            self.conditional(lease, |l| l.owner = None).map(|_| ())
+        }
+    }
+
+    /// Found by the simulation (seed 130 of `microbatch-sim`): a batch write still in flight
+    /// when the lease was lost finished after this worker had taken the lease again and buffered
+    /// the same record anew; the stale write released the new buffer's hold, so the checkpoint
+    /// could pass a record whose rows were only in memory (and the real release then failed with
+    /// "released …, which was not held", stopping the consumer).
+    #[test]
+    fn a_write_from_an_earlier_tenure_releases_nothing() {
+        let catalog = Catalog::load([Source {
+            name: "c.toml".into(),
+            text: "[[events]]\ntype = \"e\"\n[[events.outputs]]\ntable = \"t\"\ncolumns = [ { name = \"v\", type = \"text\", pointer = \"/v\" } ]\n".into(),
+        }])
+        .unwrap();
+        let t0 = Timestamp::from_millis(1_714_564_800_000);
+        let event = Envelope {
+            id: EventId("evt-1".into()),
+            event_type: "e".into(),
+            source: "test".into(),
+            received_at: t0,
+            occurred_at: None,
+            payload: RawValue::from_string(r#"{"v":"x"}"#.into()).unwrap(),
+        };
+        let seq = SequenceNumber::from_u128(1001);
+        let stream = OneShard(vec![StreamRecord {
+            seq: seq.clone(),
+            partition_key: "pk".into(),
+            data: kpl::encode(&[UserRecord::new("pk", event.encode())]),
+            arrived_at: t0,
+        }]);
+        let store = GatedStore::default();
+        let leases = Table::default();
+        let clock = TestClock(Mutex::new(t0));
+        let at = |secs: u64| *clock.0.lock().unwrap() = t0.saturating_add(Duration::from_secs(secs));
+        let config = ConsumerConfig {
+            owner: "w".into(),
+            batch: BatchPolicy {
+                max_rows: 1,
+                ..BatchPolicy::default()
+            },
+            lease_sync: Duration::from_secs(1),
+            checkpoint_every: Duration::ZERO,
+            ..ConsumerConfig::default()
+        };
+        let mut consumer = Consumer::new(
+            &stream,
+            &store,
+            &leases,
+            &clock,
+            &Half,
+            &crate::ports::NoObserver,
+            &catalog,
+            config,
+        )
+        .unwrap();
+        // Take the lease, read the record, start writing its batch (write 0, held up).
+        block_on(consumer.step()).unwrap();
+        assert_eq!(store.started(), 1);
+        // The lease is stolen: the worker notices and drops the shard.
+        leases.set_owner(Some("thief"));
+        at(2);
+        block_on(consumer.step()).unwrap();
+        assert_eq!(consumer.shards().count(), 0);
+        // The thief lets it go; the worker takes it again and writes the record anew (write 1).
+        leases.set_owner(None);
+        at(4);
+        block_on(consumer.step()).unwrap();
+        assert_eq!(store.started(), 2);
+        // The first write finishes now. It must not let the checkpoint pass the record, whose
+        // second write is still in flight.
+        store.open(0);
+        at(5);
+        block_on(consumer.step()).unwrap();
+        assert_eq!(leases.checkpoint_of(), Checkpoint::TrimHorizon);
+        // Once the second write is durable, the checkpoint moves.
+        store.open(1);
+        at(6);
+        block_on(consumer.step()).unwrap();
+        assert_eq!(leases.checkpoint_of(), Checkpoint::At(Position::new(seq, 0)));
     }
 }

@@ -1,26 +1,68 @@
-//! A lease table with conditional writes, as DynamoDB gives the KCL.
+//! A lease table with conditional writes, as DynamoDB gives the KCL; leases can be stolen behind
+//! their holder's back. Every checkpoint written is logged for the checkpoint-safety check.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
+use microbatch_core::kpl;
 use microbatch_core::ports::{Checkpoint, Lease, LeaseError, LeaseStore, PortError};
-use microbatch_core::position::ShardId;
+use microbatch_core::position::{Position, ShardId};
 
-use super::lock;
+use super::{MemStream, lock};
+use crate::ctx::{Ctx, Fault, Sabotage};
 
 /// An in-memory lease table.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MemLeases {
+    ctx: Arc<Ctx>,
+    stream: Arc<MemStream>,
     leases: Mutex<BTreeMap<ShardId, Lease>>,
 }
 
 impl MemLeases {
-    pub fn new() -> Self {
-        Self::default()
+    pub fn new(ctx: Arc<Ctx>, stream: Arc<MemStream>) -> Self {
+        MemLeases {
+            ctx,
+            stream,
+            leases: Mutex::new(BTreeMap::new()),
+        }
     }
 
     pub fn snapshot(&self) -> Vec<Lease> {
         lock(&self.leases).values().cloned().collect()
+    }
+
+    /// Another worker takes the `pick`-th held lease (a steal), if any is held.
+    pub fn steal(&self, pick: u64) -> bool {
+        let mut leases = lock(&self.leases);
+        let held: Vec<ShardId> = leases
+            .values()
+            .filter(|l| l.owner.is_some() && l.checkpoint != Checkpoint::ShardEnd)
+            .map(|l| l.shard.clone())
+            .collect();
+        if held.is_empty() {
+            return false;
+        }
+        let shard = &held[(pick % held.len() as u64) as usize];
+        let lease = leases.get_mut(shard).expect("listed");
+        let from = lease.owner.clone().unwrap_or_default();
+        lease.owner = Some("thief".into());
+        lease.counter += 1;
+        let shard = shard.clone();
+        drop(leases);
+        self.ctx.count(Fault::LeaseStolen);
+        self.ctx
+            .trace("leases", format_args!("{shard} stolen from {from}"));
+        true
+    }
+
+    /// The position of the last user record the stream handed out for `shard`.
+    fn last_read(&self, shard: &ShardId) -> Option<Position> {
+        let seq = self.stream.last_read(shard)?;
+        let records = self.stream.records_from(shard, 0);
+        let record = records.iter().find(|r| r.seq == seq)?;
+        let n = kpl::decode(&record.partition_key, &record.data).map_or(1, |u| u.len().max(1));
+        Some(Position::new(seq, n as u32 - 1))
     }
 
     /// Applies `change` if the stored lease still has the counter and owner the caller saw.
@@ -39,10 +81,12 @@ impl MemLeases {
 
 impl LeaseStore for MemLeases {
     async fn list(&self) -> Result<Vec<Lease>, PortError> {
+        self.ctx.latency(0, 10).await;
         Ok(self.snapshot())
     }
 
     async fn create(&self, lease: &Lease) -> Result<(), LeaseError> {
+        self.ctx.latency(0, 10).await;
         let mut leases = lock(&self.leases);
         if leases.contains_key(&lease.shard) {
             return Err(LeaseError::Conflict(lease.shard.clone()));
@@ -52,6 +96,7 @@ impl LeaseStore for MemLeases {
     }
 
     async fn take(&self, lease: &Lease, owner: &str) -> Result<Lease, LeaseError> {
+        self.ctx.latency(0, 10).await;
         self.conditional(lease, |l| {
             l.owner = Some(owner.to_owned());
             l.counter += 1;
@@ -59,17 +104,31 @@ impl LeaseStore for MemLeases {
     }
 
     async fn renew(&self, lease: &Lease) -> Result<Lease, LeaseError> {
+        self.ctx.latency(0, 10).await;
         self.conditional(lease, |l| l.counter += 1)
     }
 
     async fn checkpoint(&self, lease: &Lease, checkpoint: &Checkpoint) -> Result<Lease, LeaseError> {
-        self.conditional(lease, |l| {
-            l.checkpoint = checkpoint.clone();
+        self.ctx.latency(0, 10).await;
+        let mut checkpoint = checkpoint.clone();
+        if self.ctx.sabotage == Sabotage::CheckpointBeforeFlush
+            && let Checkpoint::At(p) = &checkpoint
+            && let Some(read) = self.last_read(&lease.shard)
+            && read > *p
+        {
+            checkpoint = Checkpoint::At(read);
+        }
+        let stored = checkpoint.clone();
+        let updated = self.conditional(lease, |l| {
+            l.checkpoint = stored;
             l.counter += 1;
-        })
+        })?;
+        self.ctx.log_checkpoint(lease.shard.clone(), checkpoint);
+        Ok(updated)
     }
 
     async fn release(&self, lease: &Lease) -> Result<(), LeaseError> {
+        self.ctx.latency(0, 10).await;
         self.conditional(lease, |l| {
             l.owner = None;
             l.counter += 1;

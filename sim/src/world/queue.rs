@@ -1,13 +1,15 @@
-//! A queue with at-least-once delivery: visibility timeouts, receive counts, a dead-letter queue.
+//! A queue with at-least-once delivery, as SQS gives it: visibility timeouts, receive counts,
+//! redelivery, a redrive to the dead-letter queue after too many receives, and the faults
+//! (duplicate sends, lost deletes, receives out of order).
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use microbatch_core::ports::{Clock, Message, PortError, Queue};
 use microbatch_core::time::Timestamp;
 
 use super::lock;
-use crate::clock::VirtualClock;
+use crate::ctx::{Ctx, Fault, Sabotage};
 
 #[derive(Debug, Clone)]
 struct Entry {
@@ -18,51 +20,72 @@ struct Entry {
     receipt: u64,
 }
 
+/// A dead letter: the message body and the reason it carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub body: String,
+    pub reason: String,
+}
+
 #[derive(Debug, Default)]
 struct State {
     entries: Vec<Entry>,
-    dead: Vec<(String, String)>,
+    dead: Vec<DeadLetter>,
     next_id: u64,
+    next_receipt: u64,
 }
 
-/// An in-memory queue.
+/// An in-memory queue with its dead-letter queue.
 #[derive(Debug)]
 pub struct MemQueue {
-    clock: VirtualClock,
+    ctx: Arc<Ctx>,
     visibility: Duration,
+    /// The redrive policy's `maxReceiveCount`.
+    max_receives: u32,
     state: Mutex<State>,
 }
 
+/// The reason a redriven message carries (SQS gives none; the simulation names it).
+pub const REDRIVE_REASON: &str = "queue redrive: received too many times";
+
 impl MemQueue {
-    pub fn new(clock: VirtualClock, visibility: Duration) -> Self {
+    pub fn new(ctx: Arc<Ctx>, visibility: Duration, max_receives: u32) -> Self {
         MemQueue {
-            clock,
+            ctx,
             visibility,
+            max_receives,
             state: Mutex::new(State::default()),
         }
     }
 
+    /// An S3 notification arrives (sometimes twice).
     pub fn send(&self, body: String) {
-        let now = self.clock.now();
+        let copies = if self.ctx.chance(Fault::QueueDuplicate) {
+            2
+        } else {
+            1
+        };
+        let now = self.ctx.clock.now();
         let mut s = lock(&self.state);
-        s.next_id += 1;
-        let id = format!("m-{}", s.next_id);
-        s.entries.push(Entry {
-            id,
-            body,
-            visible_at: now,
-            receive_count: 0,
-            receipt: 0,
-        });
+        for _ in 0..copies {
+            s.next_id += 1;
+            let id = format!("m-{}", s.next_id);
+            s.entries.push(Entry {
+                id,
+                body: body.clone(),
+                visible_at: now,
+                receive_count: 0,
+                receipt: 0,
+            });
+        }
     }
 
-    /// Messages not yet deleted or dead-lettered.
+    /// Messages not yet deleted or dead-lettered, visible or not.
     pub fn depth(&self) -> usize {
         lock(&self.state).entries.len()
     }
 
-    /// Dead-lettered bodies with their reasons.
-    pub fn dead_letters(&self) -> Vec<(String, String)> {
+    pub fn dead_letters(&self) -> Vec<DeadLetter> {
         lock(&self.state).dead.clone()
     }
 
@@ -71,21 +94,53 @@ impl MemQueue {
             .iter_mut()
             .find(|e| e.id == m.id && e.receipt.to_string() == m.receipt)
     }
+
+    fn stale(m: &Message) -> PortError {
+        // SQS: ReceiptHandleIsInvalid / MessageNotInflight, a client error.
+        PortError::permanent(
+            "queue",
+            format!("receipt {} of {} is no longer valid", m.receipt, m.id),
+        )
+    }
 }
 
 impl Queue for MemQueue {
     async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<Message>, PortError> {
-        let deadline = self.clock.now().saturating_add(wait);
+        self.ctx.latency(0, 10).await;
+        let deadline = self.ctx.clock.now().saturating_add(wait);
         loop {
-            let now = self.clock.now();
+            let now = self.ctx.clock.now();
             let (got, next_visible) = {
                 let mut s = lock(&self.state);
+                let mut visible: Vec<usize> = (0..s.entries.len())
+                    .filter(|&i| s.entries[i].visible_at <= now)
+                    .collect();
+                if visible.len() > 1 && self.ctx.plan.is_on(Fault::QueueReorder) && self.ctx.faults_active() {
+                    // Fisher-Yates with the fault stream.
+                    for i in (1..visible.len()).rev() {
+                        let j = self.ctx.below(i as u64 + 1) as usize;
+                        visible.swap(i, j);
+                    }
+                    if visible.windows(2).any(|w| w[0] > w[1]) {
+                        self.ctx.count(Fault::QueueReorder);
+                    }
+                }
                 let mut got = Vec::new();
-                let visibility = self.visibility;
-                for e in s.entries.iter_mut().filter(|e| e.visible_at <= now).take(max) {
+                let mut redriven = Vec::new();
+                for i in visible {
+                    if got.len() >= max {
+                        break;
+                    }
+                    s.next_receipt += 1;
+                    let receipt = s.next_receipt;
+                    let e = &mut s.entries[i];
+                    if e.receive_count >= self.max_receives {
+                        redriven.push(i);
+                        continue;
+                    }
                     e.receive_count += 1;
-                    e.receipt += 1;
-                    e.visible_at = now.saturating_add(visibility);
+                    e.receipt = receipt;
+                    e.visible_at = now.saturating_add(self.visibility);
                     got.push(Message {
                         id: e.id.clone(),
                         receipt: e.receipt.to_string(),
@@ -93,60 +148,71 @@ impl Queue for MemQueue {
                         receive_count: e.receive_count,
                     });
                 }
+                redriven.sort_unstable();
+                for i in redriven.into_iter().rev() {
+                    let e = s.entries.remove(i);
+                    s.dead.push(DeadLetter {
+                        body: e.body,
+                        reason: REDRIVE_REASON.into(),
+                    });
+                }
+                if self.ctx.sabotage == Sabotage::AckBeforeCommit {
+                    let ids: Vec<String> = got.iter().map(|m| m.id.clone()).collect();
+                    s.entries.retain(|e| !ids.contains(&e.id));
+                }
                 (got, s.entries.iter().map(|e| e.visible_at).min())
             };
             if !got.is_empty() || now >= deadline {
                 return Ok(got);
             }
-            // Long polling: wake at the deadline, or when a hidden message reappears, or soon
-            // (a send does not wake a waiting receive; a short poll stands in for that).
+            // Long polling: wake at the deadline, when a hidden message reappears, or soon (a
+            // send does not wake a waiting receive; a short poll stands in for that).
             let mut wake = deadline.min(now.saturating_add(Duration::from_millis(50)));
             if let Some(v) = next_visible.filter(|v| *v > now) {
                 wake = wake.min(v);
             }
-            self.clock.sleep_until(wake).await;
+            self.ctx.clock.sleep_until(wake).await;
         }
     }
 
     async fn ack(&self, message: &Message) -> Result<(), PortError> {
-        let mut s = lock(&self.state);
-        let receipt = message.receipt.clone();
-        // A stale receipt (the message was received again since) fails, as SQS's does.
-        if Self::find(&mut s, message).is_none() {
-            return Err(PortError::permanent(
-                "queue",
-                format!("receipt {receipt} of {} is stale", message.id),
-            ));
+        self.ctx.latency(0, 10).await;
+        if self.ctx.chance(Fault::QueueLostAck) {
+            // The delete never reached the queue; the client heard nothing wrong.
+            return Ok(());
         }
-        s.entries.retain(|e| e.id != message.id);
+        let mut s = lock(&self.state);
+        // SQS: a delete with an outdated receipt succeeds but deletes nothing.
+        if Self::find(&mut s, message).is_some() {
+            s.entries.retain(|e| e.id != message.id);
+        }
         Ok(())
     }
 
     async fn retry_after(&self, message: &Message, delay: Duration) -> Result<(), PortError> {
-        let now = self.clock.now();
+        self.ctx.latency(0, 10).await;
+        let now = self.ctx.clock.now();
         let mut s = lock(&self.state);
         match Self::find(&mut s, message) {
             Some(e) => {
                 e.visible_at = now.saturating_add(delay);
                 Ok(())
             }
-            None => Err(PortError::permanent(
-                "queue",
-                format!("receipt of {} is stale", message.id),
-            )),
+            None => Err(Self::stale(message)),
         }
     }
 
     async fn dead_letter(&self, message: &Message, reason: &str) -> Result<(), PortError> {
+        self.ctx.latency(0, 10).await;
         let mut s = lock(&self.state);
         if Self::find(&mut s, message).is_none() {
-            return Err(PortError::permanent(
-                "queue",
-                format!("receipt of {} is stale", message.id),
-            ));
+            return Err(Self::stale(message));
         }
         s.entries.retain(|e| e.id != message.id);
-        s.dead.push((message.body.clone(), reason.to_owned()));
+        s.dead.push(DeadLetter {
+            body: message.body.clone(),
+            reason: reason.to_owned(),
+        });
         Ok(())
     }
 }

@@ -1,37 +1,79 @@
-//! An object store whose batch puts notify the queue, as S3 → SQS does.
+//! An object store whose batch puts notify the queue, as S3 → SQS does; with failed, slow and
+//! reply-lost puts, failed gets, and poison (objects whose bytes do not match their metadata).
+//!
+//! It keeps, for the checks, an index of what is durable: every row of every load object by the
+//! stream position it came from, and every `rejected/` record by its position.
 
-use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
 
 use microbatch_core::batch::BatchMetadata;
+use microbatch_core::csv::parse_rows;
 use microbatch_core::import::object_created_message;
 use microbatch_core::ports::{Clock, ObjectStore, PortError, StoredObject};
+use microbatch_core::position::{Position, SequenceNumber, ShardId};
 
 use super::{MemQueue, lock};
-use crate::clock::VirtualClock;
+use crate::ctx::{Ctx, Fault, Sabotage};
+
+type Row = Vec<Option<String>>;
+
+/// A load object as it was meant to be: its rows, table and whether the stored copy is poison.
+#[derive(Debug, Clone)]
+pub struct LoadObject {
+    pub table: String,
+    pub columns: Vec<String>,
+    pub rows: Vec<Row>,
+    pub sha256: String,
+    /// Why the importer must dead-letter it (the start of the reason), if it is poison.
+    pub poison: Option<&'static str>,
+}
+
+/// A row as the durable index knows it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct DurableRow {
+    pub table: String,
+    pub row_index: i64,
+    pub key: String,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    objects: BTreeMap<String, StoredObject>,
+    loads: BTreeMap<String, LoadObject>,
+    /// Keys chosen as poison stay poison whoever writes them again.
+    poison: BTreeMap<String, &'static str>,
+    rows_at: BTreeMap<(ShardId, Position), BTreeSet<DurableRow>>,
+    rejected_at: BTreeMap<(ShardId, Position), String>,
+    sequencer: u64,
+    conflicts: Vec<String>,
+}
 
 /// An in-memory bucket.
 #[derive(Debug)]
 pub struct MemStore {
-    clock: VirtualClock,
-    queue: std::sync::Arc<MemQueue>,
-    objects: Mutex<BTreeMap<String, StoredObject>>,
-    sequencer: Mutex<u64>,
+    ctx: Arc<Ctx>,
+    queue: Arc<MemQueue>,
+    state: Mutex<State>,
+}
+
+fn col(columns: &[String], name: &str) -> Option<usize> {
+    columns.iter().position(|c| c == name)
 }
 
 impl MemStore {
-    pub fn new(clock: VirtualClock, queue: std::sync::Arc<MemQueue>) -> Self {
+    pub fn new(ctx: Arc<Ctx>, queue: Arc<MemQueue>) -> Self {
         MemStore {
-            clock,
+            ctx,
             queue,
-            objects: Mutex::new(BTreeMap::new()),
-            sequencer: Mutex::new(0),
+            state: Mutex::new(State::default()),
         }
     }
 
     /// Keys under a prefix.
     pub fn keys(&self, prefix: &str) -> Vec<String> {
-        lock(&self.objects)
+        lock(&self.state)
+            .objects
             .keys()
             .filter(|k| k.starts_with(prefix))
             .cloned()
@@ -39,47 +81,210 @@ impl MemStore {
     }
 
     pub fn object(&self, key: &str) -> Option<StoredObject> {
-        lock(&self.objects).get(key).cloned()
+        lock(&self.state).objects.get(key).cloned()
+    }
+
+    pub fn loads(&self) -> BTreeMap<String, LoadObject> {
+        lock(&self.state).loads.clone()
+    }
+
+    /// The durable rows of the record at `position` of `shard`.
+    pub fn rows_at(&self, shard: &ShardId, position: &Position) -> BTreeSet<DurableRow> {
+        lock(&self.state)
+            .rows_at
+            .get(&(shard.clone(), position.clone()))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The reason stored in `rejected/` for the record at `position`, if any.
+    pub fn rejected_at(&self, shard: &ShardId, position: &Position) -> Option<String> {
+        lock(&self.state)
+            .rejected_at
+            .get(&(shard.clone(), position.clone()))
+            .cloned()
+    }
+
+    pub fn rejected(&self) -> BTreeMap<(ShardId, Position), String> {
+        lock(&self.state).rejected_at.clone()
+    }
+
+    /// Keys written twice with different content (deterministic keys broken).
+    pub fn conflicts(&self) -> Vec<String> {
+        lock(&self.state).conflicts.clone()
+    }
+
+    fn index_load(
+        s: &mut State,
+        key: &str,
+        body: &[u8],
+        metadata: &BatchMetadata,
+    ) -> Result<LoadObject, String> {
+        let rows = parse_rows(body).map_err(|e| format!("object {key} is not CSV: {e}"))?;
+        let cols = &metadata.columns;
+        let (Some(ri), Some(sh), Some(sq), Some(sub)) = (
+            col(cols, "_row_index"),
+            col(cols, "_shard"),
+            col(cols, "_sequence"),
+            col(cols, "_sub_sequence"),
+        ) else {
+            return Err(format!("object {key} lacks lineage columns"));
+        };
+        for row in &rows {
+            let field = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
+            let position = Position::new(
+                SequenceNumber::parse(&field(sq)).map_err(|e| format!("object {key}: {e}"))?,
+                field(sub)
+                    .parse()
+                    .map_err(|_| format!("object {key}: bad sub-sequence"))?,
+            );
+            s.rows_at
+                .entry((ShardId(field(sh)), position))
+                .or_default()
+                .insert(DurableRow {
+                    table: metadata.table.clone(),
+                    row_index: field(ri).parse().unwrap_or(-1),
+                    key: key.to_owned(),
+                });
+        }
+        Ok(LoadObject {
+            table: metadata.table.clone(),
+            columns: cols.clone(),
+            rows,
+            sha256: metadata.sha256.clone(),
+            poison: None,
+        })
     }
 }
 
 impl ObjectStore for MemStore {
     async fn put_batch(&self, key: &str, body: Vec<u8>, metadata: &BatchMetadata) -> Result<(), PortError> {
+        if self.ctx.chance(Fault::StoreSlowPut) {
+            self.ctx.latency(1_000, 15_000).await;
+        } else {
+            self.ctx.latency(1, 40).await;
+        }
+        if self.ctx.chance(Fault::StorePutFailed) {
+            return Err(PortError::transient("store", "503 SlowDown"));
+        }
         let size = body.len() as u64;
-        lock(&self.objects).insert(
-            key.to_owned(),
-            StoredObject {
-                body,
-                metadata: metadata.to_pairs(),
-            },
-        );
         let seq = {
-            let mut s = lock(&self.sequencer);
-            *s += 1;
-            *s
+            let mut s = lock(&self.state);
+            let mut object = match Self::index_load(&mut s, key, &body, metadata) {
+                Ok(o) => o,
+                Err(e) => {
+                    drop(s);
+                    self.ctx
+                        .violation(format!("the consumer wrote a bad object: {e}"));
+                    return Ok(());
+                }
+            };
+            if let Some(old) = s.loads.get(key).map(|o| o.sha256.clone())
+                && old != object.sha256
+            {
+                s.conflicts
+                    .push(format!("{key} written with sha256 {old} then {}", object.sha256));
+            }
+            let mut poison = s.poison.get(key).copied();
+            // Only a first write can be poison: a key once loaded stays loaded (the importer skips
+            // it by its manifest before it reads the bytes again).
+            if poison.is_none() && !s.loads.contains_key(key) && self.ctx.chance(Fault::PoisonBatch) {
+                poison = Some(if self.ctx.unit() < 0.5 {
+                    "checksum mismatch"
+                } else {
+                    "row count mismatch"
+                });
+                s.poison.insert(key.to_owned(), poison.expect("set"));
+            }
+            let mut stored_body = body;
+            let mut pairs = metadata.to_pairs();
+            match poison {
+                Some("checksum mismatch") => {
+                    // A flipped byte (or an empty object where the body was lost).
+                    match stored_body.first_mut() {
+                        Some(b) => *b ^= 0x20,
+                        None => stored_body.push(b'x'),
+                    }
+                }
+                Some(_) => {
+                    pairs.insert("rows".into(), (metadata.row_count + 1).to_string());
+                }
+                None => {}
+            }
+            object.poison = poison;
+            s.loads.insert(key.to_owned(), object);
+            s.objects.insert(
+                key.to_owned(),
+                StoredObject {
+                    body: stored_body,
+                    metadata: pairs,
+                },
+            );
+            s.sequencer += 1;
+            s.sequencer
         };
         self.queue.send(object_created_message(
             "sim-bucket",
             key,
             size,
             seq,
-            self.clock.now(),
+            self.ctx.clock.now(),
         ));
+        if self.ctx.chance(Fault::StorePutLostReply) {
+            return Err(PortError::transient("store", "connection reset"));
+        }
         Ok(())
     }
 
     async fn put(&self, key: &str, body: Vec<u8>, _content_type: &str) -> Result<(), PortError> {
-        lock(&self.objects).insert(
-            key.to_owned(),
-            StoredObject {
-                body,
-                metadata: BTreeMap::new(),
-            },
-        );
+        self.ctx.latency(1, 40).await;
+        if self.ctx.chance(Fault::StorePutFailed) {
+            return Err(PortError::transient("store", "503 SlowDown"));
+        }
+        if self.ctx.sabotage == Sabotage::DropRejected {
+            return Ok(());
+        }
+        {
+            let mut s = lock(&self.state);
+            if key.starts_with("rejected/") {
+                let parsed: Option<(ShardId, Position, String)> =
+                    serde_json::from_slice::<serde_json::Value>(&body)
+                        .ok()
+                        .and_then(|v| {
+                            let seq = SequenceNumber::parse(v["sequence"].as_str()?).ok()?;
+                            let sub = u32::try_from(v["sub_sequence"].as_u64()?).ok()?;
+                            Some((
+                                ShardId::new(v["shard"].as_str()?),
+                                Position::new(seq, sub),
+                                v["reason"].as_str()?.to_owned(),
+                            ))
+                        });
+                match parsed {
+                    Some((shard, position, reason)) => {
+                        s.rejected_at.insert((shard, position), reason);
+                    }
+                    None => s.conflicts.push(format!("{key}: unreadable rejected record")),
+                }
+            }
+            s.objects.insert(
+                key.to_owned(),
+                StoredObject {
+                    body,
+                    metadata: BTreeMap::new(),
+                },
+            );
+        }
+        if self.ctx.chance(Fault::StorePutLostReply) {
+            return Err(PortError::transient("store", "connection reset"));
+        }
         Ok(())
     }
 
     async fn get(&self, key: &str) -> Result<Option<StoredObject>, PortError> {
-        Ok(lock(&self.objects).get(key).cloned())
+        self.ctx.latency(1, 20).await;
+        if self.ctx.chance(Fault::StoreGetFailed) {
+            return Err(PortError::transient("store", "500 InternalError"));
+        }
+        Ok(lock(&self.state).objects.get(key).cloned())
     }
 }

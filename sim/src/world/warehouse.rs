@@ -1,64 +1,238 @@
-//! A transactional warehouse: tables, the load manifest, dedupe and upserts, all-or-nothing.
+//! A transactional warehouse: tables, the load manifest, dedupe and upserts, all-or-nothing; with
+//! transient errors, restarts that roll back the open transaction, commits whose reply is lost,
+//! slow loads, and importer crashes just before or just after a commit.
+//!
+//! Tables are multisets, as a COPY target is: the dedupe on `(_event_id, _row_index)` is part of
+//! the load statement, and a row that gets in twice is there twice for the checks to see.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Mutex;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 
 use microbatch_core::catalog::{Catalog, Mode};
 use microbatch_core::csv::parse_rows;
 use microbatch_core::import::{WarehouseError, WarehouseErrorKind};
-use microbatch_core::ports::{LoadOutcome, LoadRequest, Warehouse};
+use microbatch_core::ports::{Clock, LoadOutcome, LoadRequest, Warehouse};
+use microbatch_core::time::Timestamp;
 
 use super::lock;
+use crate::ctx::{Ctx, Fault, Sabotage};
 
-type Row = Vec<Option<String>>;
+pub type Row = Vec<Option<String>>;
 /// Which of two upserts of one key wins: (`_received_at`, sequence length, sequence, sub).
-type Order = (String, usize, String, i64);
+pub type Order = (String, usize, String, i64);
 
-#[derive(Debug, Default)]
-struct Table {
-    /// Append tables: by (`_event_id`, `_row_index`).
-    rows: BTreeMap<(String, i64), Row>,
-    /// Upsert tables: by key values; the row and its (`_received_at`, sequence, sub) order.
-    latest: BTreeMap<Vec<Option<String>>, (Order, Row)>,
+/// The position of the lineage columns in every table (they come first, in this order).
+pub const EVENT_ID: usize = 0;
+pub const ROW_INDEX: usize = 1;
+pub const RECEIVED_AT: usize = 2;
+pub const SEQUENCE: usize = 4;
+pub const SUB_SEQUENCE: usize = 5;
+
+/// The upsert order of a row in table column order.
+pub fn order_of(row: &Row) -> Order {
+    let seq = row[SEQUENCE].clone().unwrap_or_default();
+    (
+        row[RECEIVED_AT].clone().unwrap_or_default(),
+        seq.len(),
+        seq,
+        num(&row[SUB_SEQUENCE]),
+    )
+}
+
+fn num(v: &Option<String>) -> i64 {
+    v.as_deref().unwrap_or("0").parse::<i64>().unwrap_or(0)
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct TableData {
+    /// Append tables: every row, in insert order.
+    pub rows: Vec<Row>,
+    index: BTreeMap<(String, i64), usize>,
+    /// Upsert tables: by key values; the row and its order.
+    pub latest: BTreeMap<Vec<Option<String>>, (Order, Row)>,
 }
 
 #[derive(Debug, Default)]
 struct State {
-    tables: BTreeMap<String, Table>,
-    manifest: BTreeSet<(String, String)>,
+    tables: BTreeMap<String, TableData>,
+    /// The manifest table: `(key, sha256)` rows, as many as were inserted.
+    manifest: BTreeMap<(String, String), u32>,
+    /// When each event's rows were first all queryable (the last first insert of its rows).
+    visible: BTreeMap<String, Timestamp>,
+    down_until: Option<Timestamp>,
+    injected: BTreeMap<String, u32>,
+    commits: u64,
 }
 
 /// An in-memory warehouse.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MemWarehouse {
+    ctx: Arc<Ctx>,
     state: Mutex<State>,
 }
 
+fn bad(message: String) -> WarehouseError {
+    WarehouseError::with_sqlstate("22P04", message)
+}
+
+/// Injected failures per key stop at this many, so a transient fault stays transient (the
+/// importer gives up after its attempts, which would turn a healthy batch into a dead letter).
+const MAX_INJECTED_PER_KEY: u32 = 4;
+
 impl MemWarehouse {
-    pub fn new() -> Self {
-        Self::default()
+    pub fn new(ctx: Arc<Ctx>) -> Self {
+        MemWarehouse {
+            ctx,
+            state: Mutex::new(State::default()),
+        }
     }
 
-    /// Rows of a table, in key order, each as its column values in table order.
+    pub fn tables(&self) -> BTreeMap<String, TableData> {
+        lock(&self.state).tables.clone()
+    }
+
+    /// Rows of a table, each as its column values in table order.
     pub fn rows(&self, table: &str) -> Vec<Row> {
         let s = lock(&self.state);
         let Some(t) = s.tables.get(table) else {
             return Vec::new();
         };
         t.rows
-            .values()
+            .iter()
             .cloned()
             .chain(t.latest.values().map(|(_, r)| r.clone()))
             .collect()
     }
 
-    pub fn manifest_len(&self) -> usize {
-        lock(&self.state).manifest.len()
+    pub fn manifest(&self) -> BTreeMap<(String, String), u32> {
+        lock(&self.state).manifest.clone()
     }
-}
 
-fn bad(message: String) -> WarehouseError {
-    WarehouseError::with_sqlstate("22P04", message)
+    pub fn manifest_len(&self) -> usize {
+        lock(&self.state).manifest.values().map(|&n| n as usize).sum()
+    }
+
+    pub fn visible(&self) -> BTreeMap<String, Timestamp> {
+        lock(&self.state).visible.clone()
+    }
+
+    pub fn commits(&self) -> u64 {
+        lock(&self.state).commits
+    }
+
+    /// A fault for `key`, unless it has had its share.
+    fn inject(&self, key: &str, fault: Fault) -> bool {
+        let mut s = lock(&self.state);
+        if s.injected.get(key).copied().unwrap_or(0) >= MAX_INJECTED_PER_KEY {
+            return false;
+        }
+        drop(s);
+        if !self.ctx.chance(fault) {
+            return false;
+        }
+        s = lock(&self.state);
+        *s.injected.entry(key.to_owned()).or_default() += 1;
+        true
+    }
+
+    fn check_up(&self, key: &str) -> Result<(), WarehouseError> {
+        let now = self.ctx.clock.now();
+        let down = {
+            let s = lock(&self.state);
+            // A batch that has had its share of injected failures gets through an outage too:
+            // the importer gives up after its attempts, and an outage longer than its whole
+            // retry budget would dead-letter a healthy batch by design, not by a bug.
+            s.down_until.is_some_and(|t| now < t)
+                && s.injected.get(key).copied().unwrap_or(0) < MAX_INJECTED_PER_KEY
+        };
+        if down {
+            *lock(&self.state).injected.entry(key.to_owned()).or_default() += 1;
+            return Err(WarehouseError::new(
+                WarehouseErrorKind::Connection,
+                "connection refused (the database system is starting up)",
+            ));
+        }
+        if self.inject(key, Fault::WarehouseTransient) {
+            return Err(WarehouseError::with_sqlstate(
+                "40001",
+                "could not serialize access due to concurrent update",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Applies a load in one transaction; the outcome and how many rows were new.
+    fn apply(&self, req: &LoadRequest<'_>, staged: Vec<Row>) -> Result<LoadOutcome, WarehouseError> {
+        let now = self.ctx.clock.now();
+        let manifest_key = (req.key.to_owned(), req.metadata.sha256.clone());
+        let table_cols: Vec<&str> = req.table.column_names().collect();
+        let mut s = lock(&self.state);
+        if self.ctx.sabotage != Sabotage::SkipManifestCheck && s.manifest.contains_key(&manifest_key) {
+            return Ok(LoadOutcome::AlreadyLoaded);
+        }
+        let Some(mut table) = s.tables.remove(&req.table.name) else {
+            return Err(WarehouseError::new(
+                WarehouseErrorKind::Database,
+                format!("relation {} does not exist", req.table.name),
+            ));
+        };
+        let mut inserted = 0;
+        let mut duplicates = Vec::new();
+        let mut newly: Vec<String> = Vec::new();
+        for row in staged {
+            let event = row[EVENT_ID].clone().unwrap_or_default();
+            match &req.table.mode {
+                Mode::Append => {
+                    let k = (event.clone(), num(&row[ROW_INDEX]));
+                    if let Some(&at) = table.index.get(&k) {
+                        if self.ctx.sabotage == Sabotage::SkipRowDedupe {
+                            duplicates.push(format!(
+                                "{}[{}] row {:?} (was row {at})",
+                                req.table.name, k.1, k.0
+                            ));
+                        } else {
+                            continue;
+                        }
+                    }
+                    table.index.insert(k, table.rows.len());
+                    table.rows.push(row);
+                    inserted += 1;
+                    newly.push(event);
+                }
+                Mode::Upsert { key } => {
+                    let k: Vec<Option<String>> = key
+                        .iter()
+                        .map(|c| row[table_cols.iter().position(|t| t == c).expect("key column")].clone())
+                        .collect();
+                    let order = order_of(&row);
+                    if table.latest.get(&k).is_none_or(|(o, _)| order > *o) {
+                        table.latest.insert(k, (order, row));
+                        inserted += 1;
+                        newly.push(event);
+                    }
+                }
+            }
+        }
+        s.tables.insert(req.table.name.clone(), table);
+        *s.manifest.entry(manifest_key.clone()).or_default() += 1;
+        let twice = s.manifest[&manifest_key] > 1;
+        for e in newly {
+            let v = s.visible.entry(e).or_insert(now);
+            *v = (*v).max(now);
+        }
+        s.commits += 1;
+        drop(s);
+        if twice {
+            self.ctx.violation(format!(
+                "load manifest: {} committed twice (sha256 {})",
+                manifest_key.0, manifest_key.1
+            ));
+        }
+        for d in duplicates {
+            self.ctx.violation(format!("exactly once: row loaded twice: {d}"));
+        }
+        Ok(LoadOutcome::Loaded { inserted })
+    }
 }
 
 impl Warehouse for MemWarehouse {
@@ -71,13 +245,16 @@ impl Warehouse for MemWarehouse {
     }
 
     async fn is_loaded(&self, key: &str, sha256: &str) -> Result<bool, WarehouseError> {
+        self.ctx.latency(1, 20).await;
+        self.check_up(key)?;
         Ok(lock(&self.state)
             .manifest
-            .contains(&(key.to_owned(), sha256.to_owned())))
+            .contains_key(&(key.to_owned(), sha256.to_owned())))
     }
 
     async fn load(&self, req: LoadRequest<'_>) -> Result<LoadOutcome, WarehouseError> {
-        let manifest_key = (req.key.to_owned(), req.metadata.sha256.clone());
+        self.ctx.latency(1, 20).await;
+        self.check_up(req.key)?;
         let rows = parse_rows(req.body).map_err(|e| bad(e.to_string()))?;
         // Map the batch's columns onto the table's, by name.
         let table_cols: Vec<&str> = req.table.column_names().collect();
@@ -92,23 +269,6 @@ impl Warehouse for MemWarehouse {
                     .ok_or_else(|| bad(format!("no column {c}")))
             })
             .collect::<Result<_, _>>()?;
-        let col = |name: &str| {
-            table_cols
-                .iter()
-                .position(|t| *t == name)
-                .expect("lineage column")
-        };
-        let (ev, ri, ra, sq, sub) = (
-            col("_event_id"),
-            col("_row_index"),
-            col("_received_at"),
-            col("_sequence"),
-            col("_sub_sequence"),
-        );
-        let mut s = lock(&self.state);
-        if s.manifest.contains(&manifest_key) {
-            return Ok(LoadOutcome::AlreadyLoaded);
-        }
         let mut staged = Vec::with_capacity(rows.len());
         for r in rows {
             if r.len() != index.len() {
@@ -124,41 +284,36 @@ impl Warehouse for MemWarehouse {
             }
             staged.push(row);
         }
-        let table = s.tables.get_mut(&req.table.name).ok_or_else(|| {
-            WarehouseError::new(
-                WarehouseErrorKind::Database,
-                format!("relation {} does not exist", req.table.name),
-            )
-        })?;
-        let mut inserted = 0;
-        let num = |v: &Option<String>| v.as_deref().unwrap_or("0").parse::<i64>().unwrap_or(0);
-        for row in staged {
-            match &req.table.mode {
-                Mode::Append => {
-                    let k = (row[ev].clone().unwrap_or_default(), num(&row[ri]));
-                    if let std::collections::btree_map::Entry::Vacant(e) = table.rows.entry(k) {
-                        e.insert(row);
-                        inserted += 1;
-                    }
-                }
-                Mode::Upsert { key } => {
-                    let k: Vec<Option<String>> = key.iter().map(|c| row[col(c)].clone()).collect();
-                    let seq = row[sq].clone().unwrap_or_default();
-                    let order = (
-                        row[ra].clone().unwrap_or_default(),
-                        seq.len(),
-                        seq,
-                        num(&row[sub]),
-                    );
-                    let newer = table.latest.get(&k).is_none_or(|(o, _)| order > *o);
-                    if newer {
-                        table.latest.insert(k, (order, row));
-                        inserted += 1;
-                    }
-                }
-            }
+        // The transaction runs for a while; a crash or a restart meanwhile rolls it back.
+        if self.ctx.chance(Fault::ImporterCrashBeforeCommit) {
+            self.ctx.crash_current();
         }
-        s.manifest.insert(manifest_key);
-        Ok(LoadOutcome::Loaded { inserted })
+        if self.ctx.chance(Fault::WarehouseSlowLoad) {
+            self.ctx.latency(2_000, 20_000).await;
+        } else {
+            self.ctx.latency(5, 80).await;
+        }
+        if self.inject(req.key, Fault::WarehouseRestart) {
+            let until = self.ctx.clock.now().saturating_add(self.ctx.millis(500, 5_000));
+            lock(&self.state).down_until = Some(until);
+            return Err(WarehouseError::new(
+                WarehouseErrorKind::Connection,
+                "server closed the connection unexpectedly",
+            ));
+        }
+        self.check_up(req.key)?;
+        let outcome = self.apply(&req, staged)?;
+        if self.ctx.chance(Fault::ImporterCrashAfterCommit) {
+            self.ctx.crash_current();
+            self.ctx.latency(1, 10).await;
+        }
+        if self.inject(req.key, Fault::WarehouseCommitLost) {
+            self.ctx.latency(100, 3_000).await;
+            return Err(WarehouseError::new(
+                WarehouseErrorKind::Timeout,
+                "statement timeout waiting for the reply",
+            ));
+        }
+        Ok(outcome)
     }
 }
