@@ -64,6 +64,17 @@ fn hmac_hex(secret: &str, parts: &[&[u8]]) -> String {
     hex::encode(mac.finalize().into_bytes())
 }
 
+/// `X-Hub-Signature-256` of `body`, as a code host signs it.
+pub fn hub_signature(secret: &str, body: &[u8]) -> String {
+    format!("sha256={}", hmac_hex(secret, &[body]))
+}
+
+/// `Stripe-Signature` of `body` at unix time `t`, as a payments provider signs it.
+pub fn stripe_signature(secret: &str, t: i64, body: &[u8]) -> String {
+    let t = t.to_string();
+    format!("t={t},v1={}", hmac_hex(secret, &[t.as_bytes(), b".", body]))
+}
+
 /// Builds one event of the workload's kind `kind` (0..10), numbered `i` within run `run`.
 fn event(kind: u64, i: u64, run: &str, rng: &mut Rng) -> Value {
     let customer = format!("cus_{}", rng.below(50));
@@ -141,7 +152,7 @@ fn github_webhook(i: u64, run: &str, rng: &mut Rng) -> Request {
         )
     };
     let body = body.to_string().into_bytes();
-    let signature = format!("sha256={}", hmac_hex(GITHUB_SECRET, &[&body]));
+    let signature = hub_signature(GITHUB_SECRET, &body);
     Request::Webhook {
         source: "github",
         headers: vec![

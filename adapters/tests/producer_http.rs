@@ -10,6 +10,7 @@ use http_body_util::BodyExt;
 use microbatch_adapters::config::{ProducerConfig as HttpConfig, WebhookConfig};
 use microbatch_adapters::producer::{AppState, OPENAPI, router};
 use microbatch_adapters::runtime::{OsEntropy, SystemClock};
+use microbatch_adapters::workload::{hub_signature, stripe_signature};
 use microbatch_core::catalog::Catalog;
 use microbatch_core::driver::{Producer, ProducerConfig};
 use microbatch_core::kpl::HashKeyRange;
@@ -273,21 +274,6 @@ async fn overload_answers_503_with_retry_after() {
     // Once the producer runs, the waiting request completes.
     tokio::spawn(producer.run(std::future::pending()));
     assert_eq!(first.await.unwrap().unwrap().status(), StatusCode::ACCEPTED);
-}
-
-fn hub_signature(secret: &str, body: &[u8]) -> String {
-    use hmac::Mac;
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-    mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
-}
-
-fn stripe_signature(secret: &str, t: i64, body: &[u8]) -> String {
-    use hmac::Mac;
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-    mac.update(format!("{t}.").as_bytes());
-    mac.update(body);
-    format!("t={t},v1={}", hex::encode(mac.finalize().into_bytes()))
 }
 
 #[tokio::test]
