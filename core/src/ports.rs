@@ -11,6 +11,9 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Duration;
 
+/// Object bodies: shared, so a retried write does not copy them.
+pub use bytes::Bytes;
+
 use crate::batch::BatchMetadata;
 use crate::catalog::{Catalog, Table};
 use crate::import::WarehouseError;
@@ -162,11 +165,11 @@ pub struct StoredObject {
 /// Where batches (`loads/`) and rejected events (`rejected/`) are written.
 pub trait ObjectStore: Send + Sync {
     /// Writes a load object and its metadata atomically; overwriting the same key is allowed
-    /// (a replayed flush writes the same bytes).
+    /// (a replayed flush writes the same bytes). The body is shared, not copied, by each retry.
     fn put_batch(
         &self,
         key: &str,
-        body: Vec<u8>,
+        body: Bytes,
         metadata: &BatchMetadata,
     ) -> impl Future<Output = Result<(), PortError>> + Send;
     /// Writes any other object (rejected events).
@@ -355,8 +358,10 @@ pub enum Observation<'a> {
         position: &'a Checkpoint,
         pending_records: usize,
     },
+    /// Bytes buffered in the batcher, and bytes of batches being written (both under the budget).
     BufferBytes {
         allocated: usize,
+        in_flight: usize,
     },
     LeaseTaken {
         shard: &'a ShardId,

@@ -341,7 +341,7 @@ pub async fn importer_vs_psql(
         let queue = Arc::new(SqliteQueue::open(tmp.path().join("queue.db"), QueueOptions::default()).await?);
         let store = DirStore::open(tmp.path().join("objects"), "microbatch", queue.clone()).await?;
         for b in &batches {
-            store.put_batch(&b.key, b.body.clone(), &b.meta).await?;
+            store.put_batch(&b.key, b.body.clone().into(), &b.meta).await?;
         }
         static OBSERVER: MetricsObserver = MetricsObserver { service: "import" };
         let config = ImporterConfig {

@@ -598,11 +598,12 @@ impl Observer for SimObserver<'_> {
         let ctx = self.ctx;
         let n = &self.name;
         match o {
-            Observation::BufferBytes { allocated } => {
-                ctx.buffer_bytes(allocated);
-                if allocated > self.budget {
+            Observation::BufferBytes { allocated, in_flight } => {
+                ctx.buffer_bytes(allocated + in_flight);
+                if allocated + in_flight > self.budget {
                     ctx.violation(format!(
-                        "bounded memory: {n} buffers {allocated} bytes, over its budget of {}",
+                        "bounded memory: {n} buffers {allocated} bytes and writes {in_flight} bytes, \
+                         over its budget of {}",
                         self.budget
                     ));
                 }

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use microbatch_core::batch::{BatchMetadata, Compression};
 use microbatch_core::import::object_created_message;
-use microbatch_core::ports::{ObjectStore, PortError, StoredObject};
+use microbatch_core::ports::{Bytes, ObjectStore, PortError, StoredObject};
 
 use super::queue::SqliteQueue;
 use super::sqlite::{io_error, now};
@@ -150,7 +150,7 @@ impl<N: Notifier> DirStore<N> {
 
     /// Writes `files` (name in the object's directory, bytes) in order, each atomically, and
     /// syncs the directory once at the end.
-    async fn write(&self, key: &str, path: PathBuf, files: Vec<(String, Vec<u8>)>) -> Result<(), PortError> {
+    async fn write(&self, key: &str, path: PathBuf, files: Vec<(String, Bytes)>) -> Result<(), PortError> {
         let root = self.root.clone();
         let temp = self.temp_name();
         let context = format!("cannot write object {key:?}");
@@ -171,7 +171,7 @@ impl<N: Notifier> DirStore<N> {
 }
 
 impl<N: Notifier> ObjectStore for DirStore<N> {
-    async fn put_batch(&self, key: &str, body: Vec<u8>, metadata: &BatchMetadata) -> Result<(), PortError> {
+    async fn put_batch(&self, key: &str, body: Bytes, metadata: &BatchMetadata) -> Result<(), PortError> {
         let path = self.path_of(key)?;
         if metadata.compression != Compression::None {
             return Err(PortError::permanent(
@@ -191,7 +191,10 @@ impl<N: Notifier> ObjectStore for DirStore<N> {
         self.write(
             key,
             path,
-            vec![(format!("{name}{SIDECAR_SUFFIX}"), sidecar), (name, body)],
+            vec![
+                (format!("{name}{SIDECAR_SUFFIX}"), Bytes::from(sidecar)),
+                (name, body),
+            ],
         )
         .await?;
         let message = object_created_message(&self.bucket, key, size, self.next_sequencer(), now());
@@ -210,7 +213,7 @@ impl<N: Notifier> ObjectStore for DirStore<N> {
         })
         .await?;
         let name = file_name(&path);
-        self.write(key, path, vec![(name, body)]).await
+        self.write(key, path, vec![(name, Bytes::from(body))]).await
     }
 
     async fn get(&self, key: &str) -> Result<Option<StoredObject>, PortError> {
@@ -432,7 +435,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (store, queue) = store_with_queue(dir.path()).await;
         let body = b"a,1,9.5\nb,0,1\n".to_vec();
-        store.put_batch(KEY, body.clone(), &metadata()).await.unwrap();
+        store
+            .put_batch(KEY, body.clone().into(), &metadata())
+            .await
+            .unwrap();
 
         let object = store.get(KEY).await.unwrap().unwrap();
         assert_eq!(object.body, body);
@@ -456,7 +462,10 @@ mod tests {
         assert_eq!(n.objects[0].key_table(), Some("orders"));
 
         // A replayed flush overwrites, and notifies again with a later sequencer.
-        store.put_batch(KEY, body.clone(), &metadata()).await.unwrap();
+        store
+            .put_batch(KEY, body.clone().into(), &metadata())
+            .await
+            .unwrap();
         let again = queue.receive(10, Duration::ZERO).await.unwrap();
         let second = parse_message(&again[0].body).unwrap();
         assert!(second.objects[0].sequencer > n.objects[0].sequencer);
@@ -478,7 +487,10 @@ mod tests {
         assert!(object.metadata.is_empty());
 
         // A plain put over a batch drops the batch's metadata with it.
-        store.put_batch(KEY, b"x".to_vec(), &metadata()).await.unwrap();
+        store
+            .put_batch(KEY, Bytes::from_static(b"x"), &metadata())
+            .await
+            .unwrap();
         store.put(KEY, b"y".to_vec(), "text/csv").await.unwrap();
         let object = store.get(KEY).await.unwrap().unwrap();
         assert_eq!(
@@ -513,7 +525,12 @@ mod tests {
             assert!(!err.retryable);
             assert!(err.message.contains("is not allowed"), "{bad:?}: {err}");
             assert!(store.get(bad).await.is_err(), "{bad:?}");
-            assert!(store.put_batch(bad, b"x".to_vec(), &metadata()).await.is_err());
+            assert!(
+                store
+                    .put_batch(bad, Bytes::from_static(b"x"), &metadata())
+                    .await
+                    .is_err()
+            );
         }
         assert!(!dir.path().join("escape.csv").exists());
         assert!(store.keys("").await.unwrap().is_empty());
@@ -526,7 +543,7 @@ mod tests {
         let mut gz = metadata();
         gz.compression = Compression::Gzip;
         let err = store
-            .put_batch("loads/t/x.csv.gz", b"x".to_vec(), &gz)
+            .put_batch("loads/t/x.csv.gz", Bytes::from_static(b"x"), &gz)
             .await
             .unwrap_err();
         assert!(!err.retryable);
@@ -540,7 +557,7 @@ mod tests {
         let root = dir.path().join("objects");
         let store = DirStore::open(&root, "b", NoNotifier).await.unwrap();
         store
-            .put_batch(KEY, b"complete".to_vec(), &metadata())
+            .put_batch(KEY, Bytes::from_static(b"complete"), &metadata())
             .await
             .unwrap();
         let object_dir = root.join(KEY).parent().unwrap().to_path_buf();
@@ -571,7 +588,10 @@ mod tests {
         let other = "loads/orders/2024/05/01/07/shardId-000000000001-13-14.csv";
         fs::write(root.join(format!("{other}.meta.json")), b"{}").unwrap();
         assert_eq!(store.get(other).await.unwrap(), None);
-        store.put_batch(other, b"z".to_vec(), &metadata()).await.unwrap();
+        store
+            .put_batch(other, Bytes::from_static(b"z"), &metadata())
+            .await
+            .unwrap();
         assert_eq!(
             store.get(other).await.unwrap().unwrap().metadata,
             metadata().to_pairs()
@@ -590,7 +610,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = DirStore::open(dir.path(), "b", Down).await.unwrap();
         let err = store
-            .put_batch(KEY, b"x".to_vec(), &metadata())
+            .put_batch(KEY, Bytes::from_static(b"x"), &metadata())
             .await
             .unwrap_err();
         assert!(err.retryable, "the consumer retries, rewriting the same key");

@@ -404,7 +404,12 @@ mod tests {
     }
     struct NoObjects;
     impl ObjectStore for NoObjects {
-        async fn put_batch(&self, _: &str, _: Vec<u8>, _: &BatchMetadata) -> Result<(), PortError> {
+        async fn put_batch(
+            &self,
+            _: &str,
+            _: crate::ports::Bytes,
+            _: &BatchMetadata,
+        ) -> Result<(), PortError> {
             Ok(())
         }
         async fn put(&self, _: &str, _: Vec<u8>, _: &str) -> Result<(), PortError> {

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use microbatch_core::batch::BatchMetadata;
 use microbatch_core::csv::parse_rows;
 use microbatch_core::import::object_created_message;
-use microbatch_core::ports::{Clock, ObjectStore, PortError, StoredObject};
+use microbatch_core::ports::{Bytes, Clock, ObjectStore, PortError, StoredObject};
 use microbatch_core::position::{Position, SequenceNumber, ShardId};
 
 use super::{MemQueue, lock};
@@ -158,7 +158,7 @@ impl MemStore {
 }
 
 impl ObjectStore for MemStore {
-    async fn put_batch(&self, key: &str, body: Vec<u8>, metadata: &BatchMetadata) -> Result<(), PortError> {
+    async fn put_batch(&self, key: &str, body: Bytes, metadata: &BatchMetadata) -> Result<(), PortError> {
         if self.ctx.chance(Fault::StoreSlowPut) {
             self.ctx.latency(1_000, 15_000).await;
         } else {
@@ -196,7 +196,7 @@ impl ObjectStore for MemStore {
                 });
                 s.poison.insert(key.to_owned(), poison.expect("set"));
             }
-            let mut stored_body = body;
+            let mut stored_body = body.to_vec();
             let mut pairs = metadata.to_pairs();
             match poison {
                 Some("checksum mismatch") => {
