@@ -348,7 +348,9 @@ mod tests {
         let http = include_str!("producer/mod.rs");
         for row in contract.lines().filter(|l| l.starts_with("| `microbatch_")) {
             let emf = row.split('|').nth(4).unwrap_or("");
-            let Some(name) = emf.split('`').nth(1) else { continue };
+            let Some(name) = emf.split('`').nth(1) else {
+                continue;
+            };
             let needle = format!("\"{name}\"");
             assert!(
                 source.contains(&needle) || http.contains(&needle),

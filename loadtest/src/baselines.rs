@@ -136,9 +136,15 @@ pub async fn stream_ingest(workload: &Workload, events: u64, batch: usize) -> an
         chunks.push(it.by_ref().take(batch).collect());
     }
     let started = Instant::now();
+    // Each submission on its own task, as each HTTP request is: the envelopes are encoded by the
+    // submitter, on whichever worker thread runs it.
     let results: Vec<_> = futures::stream::iter(chunks.into_iter().map(|c| {
         let h = handle.clone();
-        async move { h.submit(c).await }
+        async move {
+            tokio::spawn(async move { h.submit(c).await })
+                .await
+                .unwrap_or(Err(microbatch_core::driver::producer::SubmitError::Closed))
+        }
     }))
     .buffer_unordered(64)
     .collect()

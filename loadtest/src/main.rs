@@ -64,6 +64,13 @@ struct Cli {
     /// Everything: baselines, scaling, both targets. Takes about ten minutes.
     #[arg(long)]
     suite: bool,
+    /// With --suite: keep-alive connections of the closed-loop producer vs bare axum comparison;
+    /// enough that latency (the aggregation linger plus the durable put) does not bound throughput.
+    #[arg(long, default_value_t = 2048)]
+    closed_connections: usize,
+    /// With --suite: only these parts (comma-separated), e.g. `--only producer,importer`.
+    #[arg(long, value_enum, value_delimiter = ',', requires = "suite")]
+    only: Vec<Part>,
     /// The CI smoke: a short run on the embedded target; fails unless lost = duplicated = 0.
     #[arg(long)]
     smoke: bool,
@@ -84,6 +91,28 @@ struct Cli {
     /// Events per backlog drain in the suite's scaling runs.
     #[arg(long, default_value_t = 200_000)]
     drain_events: u64,
+}
+
+/// The parts of `--suite`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Part {
+    /// Mapper vs a bare JSON parse (in process).
+    Mapper,
+    /// Batched ingest into the local stream in process, and the request parse cost.
+    Ingest,
+    /// Producer vs bare axum over HTTP, single and batched bodies.
+    Producer,
+    /// Backlog drains over tables, shards and event sizes; consumer peak RSS.
+    Drains,
+    /// The open-loop runs on both targets (freshness), and importer vs `psql \copy` after the
+    /// PostgreSQL one.
+    Open,
+}
+
+impl Cli {
+    fn part(&self, part: Part) -> bool {
+        self.suite && (self.only.is_empty() || self.only.contains(&part))
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -256,8 +285,10 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
     }
 
     // The main open-loop run(s).
-    let targets: Vec<TargetKind> = if cli.suite {
+    let targets: Vec<TargetKind> = if cli.part(Part::Open) {
         vec![TargetKind::Embedded, TargetKind::Postgres]
+    } else if cli.suite {
+        vec![]
     } else {
         vec![target]
     };
@@ -335,18 +366,21 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
     }
 
     // Totals and targets.
+    // `+ 0.0`: an empty sum is -0, which reads oddly in the report.
     let lost: f64 = report
         .figures
         .iter()
         .filter(|(k, _)| k.ends_with("lost"))
         .map(|(_, v)| v)
-        .sum();
+        .sum::<f64>()
+        + 0.0;
     let dup: f64 = report
         .figures
         .iter()
         .filter(|(k, _)| k.ends_with("duplicated"))
         .map(|(_, v)| v)
-        .sum();
+        .sum::<f64>()
+        + 0.0;
     report.set("lost", lost);
     report.set("duplicated", dup);
     report.target("producer ≥ 0.7× bare axum", "producer_vs_bare_axum", true, 0.7);
@@ -404,9 +438,25 @@ async fn suite_baselines(env: &Env, cli: &Cli, report: &mut Report) -> anyhow::R
     let workload = Workload::new(cli.tables, cli.event_size, "b");
     let catalog = baselines::catalog_of(&workload)?;
 
-    // (c) Mapper vs bare parse.
+    if cli.part(Part::Mapper) {
+        suite_mapper(&catalog, report);
+    }
+    if cli.part(Part::Ingest) {
+        suite_ingest(cli, report).await?;
+    }
+    if cli.part(Part::Producer) {
+        suite_producer(env, cli, &workload, report).await?;
+    }
+    if cli.part(Part::Drains) {
+        suite_drains(env, cli, report).await?;
+    }
+    Ok(())
+}
+
+/// (c) Mapper vs bare parse.
+fn suite_mapper(catalog: &microbatch_core::catalog::Catalog, report: &mut Report) {
     say("mapper vs bare parse…");
-    let rows = baselines::mapper_vs_parse(&catalog);
+    let rows = baselines::mapper_vs_parse(catalog);
     let min = rows.iter().map(|(_, p, m)| p / m).fold(f64::INFINITY, f64::min);
     report.set("mapper_vs_bare_parse_loadtest_events", min);
     let criterion = baselines::criterion_mapper_ratio();
@@ -429,8 +479,10 @@ async fn suite_baselines(env: &Env, cli: &Cli, report: &mut Report) -> anyhow::R
                 format!("\n- criterion bench `map` (core/benches/mapping.rs): minimum ratio {c:.2}")
             }),
     ));
+}
 
-    // Batched ingest: in process, and the parse cost that bounds the HTTP path.
+/// Batched ingest: in process, and the parse cost that bounds the HTTP path.
+async fn suite_ingest(cli: &Cli, report: &mut Report) -> anyhow::Result<()> {
     say("batched ingest into the local stream (in process)…");
     let small = Workload::new(cli.tables, SizeMix::Fixed(200), "i");
     let ingest = baselines::stream_ingest(&small, 400_000, 1000).await?;
@@ -443,12 +495,33 @@ async fn suite_baselines(env: &Env, cli: &Cli, report: &mut Report) -> anyhow::R
     let parse_ns = baselines::parse_ns_per_event(&small, &baselines::catalog_of(&small)?, 1000);
     report.set("parse_ns_per_event", parse_ns);
     report.set("parse_bound_events_per_s_2_cores", 2.0 * 1e9 / parse_ns);
+    report.sections.push((
+        "Batched ingest in process".into(),
+        format!(
+            "Core producer over the SQLite stream, pre-built envelopes, submissions of 1000 × 200 B: {:.0} events/s, \
+             {:.1} user records per stream record, aggregation fill {:.2}. The producer's request parse costs \
+             {parse_ns:.0} ns per 200 B event on one core: at most {:.0} events/s on 2 cores before any other work.",
+            ingest.events_per_s,
+            ingest.user_records_per_record,
+            ingest.aggregation_fill,
+            2.0 * 1e9 / parse_ns
+        ),
+    ));
+    Ok(())
+}
 
-    // (a) Producer vs bare axum; batched HTTP ingest.
-    let singles = suite::bodies(&workload, 2000, 1);
+/// (a) Producer vs bare axum; batched HTTP ingest.
+async fn suite_producer(
+    env: &Env,
+    cli: &Cli,
+    workload: &Workload,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let small = Workload::new(cli.tables, SizeMix::Fixed(200), "i");
+    let singles = suite::bodies(workload, 2000, 1);
     let batched = suite::bodies(&small, 64, 1000);
     let secs = Duration::from_secs(5);
-    let conns = 256;
+    let conns = cli.closed_connections;
     let (mut bare_best, mut prod_best) = (0f64, 0f64);
     let (mut bare_batched, mut prod_batched) = (0f64, 0f64);
     for round in 0..2 {
@@ -509,19 +582,18 @@ async fn suite_baselines(env: &Env, cli: &Cli, report: &mut Report) -> anyhow::R
             "Closed loop, {conns} keep-alive connections, single-event bodies (mixed sizes), best of 2 × 5 s: \
              `microbatch produce` {prod_best:.0} req/s, bare axum 202 handler {bare_best:.0} req/s → {:.2}.\n\n\
              Batched: NDJSON bodies of 1000 × 200 B events, 8 connections: producer {prod_batched:.0} events/s \
-             (bare axum reading the same bodies: {bare_batched:.0} events/s). In process (core producer over the \
-             SQLite stream, pre-built envelopes, submissions of 1000): {:.0} events/s, {:.1} user records per \
-             stream record, aggregation fill {:.2}. The producer's request parse costs {parse_ns:.0} ns per 200 B \
-             event on one core: at most {:.0} events/s on 2 cores before any other work.",
+             (bare axum reading the same bodies: {bare_batched:.0} events/s).",
             prod_best / bare_best,
-            ingest.events_per_s,
-            ingest.user_records_per_record,
-            ingest.aggregation_fill,
-            2.0 * 1e9 / parse_ns
         ),
     ));
+    if report.get("batched_events_per_s").is_none() {
+        bail!("no batched figure");
+    }
+    Ok(())
+}
 
-    // Scaling: backlog drains.
+/// Scaling: backlog drains.
+async fn suite_drains(env: &Env, cli: &Cli, report: &mut Report) -> anyhow::Result<()> {
     let n = cli.drain_events;
     let mut lines = vec![
         "| run | events | fill events/s | drain events/s | drain MiB/s | consumer peak RSS |".to_owned(),
@@ -587,8 +659,5 @@ async fn suite_baselines(env: &Env, cli: &Cli, report: &mut Report) -> anyhow::R
             lines.join("\n")
         ),
     ));
-    if report.get("batched_events_per_s").is_none() {
-        bail!("no batched figure");
-    }
     Ok(())
 }

@@ -73,7 +73,9 @@ pub enum SubmitError {
 }
 
 struct Submission {
-    events: Vec<Envelope>,
+    /// The events, encoded by the submitter: that work spreads over the HTTP handlers' threads
+    /// instead of queueing on the one driver task.
+    records: Vec<UserRecord>,
     done: oneshot::Sender<Result<(), SubmitError>>,
 }
 
@@ -98,8 +100,12 @@ impl ProducerHandle {
             self.pending.fetch_sub(n, Ordering::AcqRel);
             return Err(SubmitError::Overloaded);
         }
+        let records = events
+            .iter()
+            .map(|event| UserRecord::new(event.id.as_str(), event.encode()))
+            .collect();
         let (done, rx) = oneshot::channel();
-        if let Err(e) = self.tx.clone().try_send(Submission { events, done }) {
+        if let Err(e) = self.tx.clone().try_send(Submission { records, done }) {
             self.pending.fetch_sub(n, Ordering::AcqRel);
             return Err(if e.is_full() {
                 SubmitError::Overloaded
@@ -285,7 +291,7 @@ where
         let id = self.next_id;
         self.next_id += 1;
         let now = self.clock.now();
-        let n = sub.events.len();
+        let n = sub.records.len();
         let mut waiting = Waiting {
             events: n,
             remaining: n,
@@ -293,8 +299,7 @@ where
             done: Some(sub.done),
         };
         let mut added = 0;
-        for event in &sub.events {
-            let record = UserRecord::new(event.id.as_str(), event.encode());
+        for record in sub.records {
             match self.aggregator.add(record, id, now) {
                 Ok(full) => {
                     added += 1;
