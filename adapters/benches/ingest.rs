@@ -3,7 +3,8 @@
 //!
 //! The figure is the ratio `bare_parse / parse_events` (scripts/bench-ratios ingest bare_parse
 //! parse_events): how much of the HTTP ingest path's per-event CPU is the parse alone. With the
-//! cost per event it bounds batched ingest on a given number of cores.
+//! cost per event it bounds batched ingest on a given number of cores. `parse_events_array` is the
+//! same events as one JSON array body (`scripts/bench-ratios ingest bare_parse parse_events_array`).
 //! `cargo bench -p microbatch-adapters --bench ingest`
 
 use std::hint::black_box;
@@ -74,6 +75,23 @@ fn bench(c: &mut Criterion) {
                 let events = parse_events(
                     black_box(body.as_bytes()),
                     BodyFormat::NdJson,
+                    limits,
+                    &catalog,
+                    &mut OsIds,
+                    "api",
+                    now,
+                )
+                .unwrap();
+                black_box(events)
+            })
+        });
+        // The same events as one JSON array (`application/json`): the other body format.
+        let array = format!("[{}]", body.trim_end().replace('\n', ","));
+        group.bench_with_input(BenchmarkId::new("parse_events_array", &id), &array, |b, array| {
+            b.iter(|| {
+                let events = parse_events(
+                    black_box(array.as_bytes()),
+                    BodyFormat::Json,
                     limits,
                     &catalog,
                     &mut OsIds,

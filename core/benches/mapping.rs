@@ -16,7 +16,7 @@ use serde_json::value::RawValue;
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-/// Events of the example catalog, 200 to 1,000 bytes of payload each.
+/// Events of the example catalog, 200 to 1,200 bytes of payload each.
 fn events() -> Vec<(&'static str, Envelope)> {
     let order = |items: usize| {
         let items: Vec<String> = (0..items)
@@ -48,11 +48,17 @@ fn events() -> Vec<(&'static str, Envelope)> {
             },
         )
     };
+    // A refund whose free-text reason (~1 KiB) is full of commas and quotes: every byte of it
+    // goes through the CSV quoting.
+    let sentence = r#"Customer wrote: \"the hose, 25m, green, arrived split, twice\"; refunded, minus shipping, per policy \"R-7\". "#;
+    let reason = sentence.repeat(1024 / sentence.len() + 1);
+    let refund = format!(r#"{{"order_id":"ord_8f14e45fceea167a","amount":129.95,"reason":"{reason}"}}"#);
     vec![
         env("order_placed", order(2)),
         env("order_placed", order(8)),
         env("page_viewed", page.into()),
         env("charge.succeeded", charge.into()),
+        env("order_refunded", refund),
     ]
 }
 
