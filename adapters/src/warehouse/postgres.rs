@@ -1,23 +1,68 @@
 //! PostgreSQL, the local stand-in for Redshift (same wire protocol, same COPY CSV rules).
 //!
-//! One load is one transaction:
+//! One load is one transaction. The rows go in by `COPY … FROM STDIN (FORMAT csv)` with the body
+//! as it is (an unquoted empty field is NULL, `""` the empty string — see `microbatch_core::csv`),
+//! and the COPY must read as many rows as the batch metadata says (else `22P04`, permanent).
 //!
-//! 1. `SELECT EXISTS (…manifest…)`: the batch is there already → [`LoadOutcome::AlreadyLoaded`];
-//! 2. `CREATE TEMP TABLE microbatch_staging (LIKE <table>) ON COMMIT DROP`;
-//! 3. `COPY microbatch_staging (<batch columns>) FROM STDIN (FORMAT csv)` with the body as it is
-//!    (an unquoted empty field is NULL, `""` the empty string — see `microbatch_core::csv`);
-//! 4. append tables: `INSERT … SELECT … ON CONFLICT (_event_id, _row_index) DO NOTHING`;
+//! **Append tables** take the direct path, written once, as `psql \copy` would:
+//!
+//! 1. `BEGIN; SAVEPOINT microbatch_direct` (one round trip; the check below only reads, so rolling
+//!    back to the savepoint undoes the COPY and nothing else);
+//! 2. `SELECT EXISTS (…manifest…)`: the batch is there already → [`LoadOutcome::AlreadyLoaded`];
+//! 3. `COPY <table> (<batch columns>) FROM STDIN` straight into the table; `inserted` is the rows
+//!    copied. If a row is there already — the unique index on (`_event_id`, `_row_index`) raises
+//!    `23505`: a replayed flush cut differently, a client retry with the same event id, a row twice
+//!    in the batch — `ROLLBACK TO SAVEPOINT microbatch_direct` and take the staged path (steps 4–5
+//!    below), which skips those rows. Any other error fails the load, as the staged path would:
+//!    both read the same types and constraints (COPY parses rows ahead of inserting them, so a bad
+//!    value is reported even when a duplicate comes before it);
+//! 4. the manifest row and `COMMIT` (steps 6–7 below).
+//!
+//! The direct path is the common one (a fresh batch), and skips what the staged path pays for on
+//! every load: a temporary table's catalog entries created and dropped, and every row written
+//! twice. The fallback costs a COPY that is thrown away, only for batches that overlap.
+//!
+//! **Upsert tables**, and append batches that fell back, take the staged path:
+//!
+//! 1. `BEGIN` (append batches: with the savepoint, as above);
+//! 2. `SELECT EXISTS (…manifest…)` → [`LoadOutcome::AlreadyLoaded`];
+//! 3. `CREATE TEMP TABLE microbatch_staging (LIKE <table>) ON COMMIT DROP`;
+//! 4. `COPY microbatch_staging (<batch columns>) FROM STDIN`;
+//! 5. append tables: `INSERT … SELECT … ON CONFLICT (_event_id, _row_index) DO NOTHING`;
 //!    upsert tables: the latest row per key (`DISTINCT ON`), then
 //!    `ON CONFLICT (key) DO UPDATE … WHERE <new order> > <stored order>`;
-//! 5. the manifest row — a plain `INSERT`, so a concurrent loader of the same batch fails here with
+//! 6. the manifest row — a plain `INSERT`, so a concurrent loader of the same batch fails here with
 //!    a unique violation (transient: its retry finds the row and skips);
-//! 6. `COMMIT`.
+//! 7. `COMMIT`.
+//!
+//! The staging table is created per load rather than kept per connection (`ON COMMIT DELETE
+//! ROWS`): a kept one would go stale when a migration adds a column (a batch with the new column
+//! would fail on each pooled connection that kept the old table), and every commit that touched
+//! one would truncate all of them (one per upsert table).
+//!
+//! **Exactly once, with loaders racing.** The manifest row is still inserted in the load's own
+//! transaction, so a batch's rows commit with its manifest row or not at all. Two loaders of one
+//! batch both pass the manifest check (neither sees the other's uncommitted row), then:
+//!
+//! - direct path: the second one's COPY meets the first's uncommitted rows in the unique index and
+//!   waits for the first transaction to end. If it commits, the COPY fails with `23505`, the
+//!   second loader falls back, its `INSERT … ON CONFLICT DO NOTHING` finds every row committed and
+//!   inserts none, and its manifest `INSERT` fails with `23505` on the committed manifest row:
+//!   transient, and the retry skips. If the first rolls back, the COPY goes on and loads the
+//!   batch. An empty batch has no rows to wait on and meets the other at the manifest instead.
+//! - staged path: the `INSERT … ON CONFLICT` waits the same way, then the manifest `INSERT` fails.
+//!
+//! Either way at most one of them commits, and the rows are stored once (the unique index). Two
+//! *different* batches sharing rows behave the same, except that the second one commits with only
+//! its new rows. Batches sharing rows in different orders can deadlock (`40P01`, transient: one is
+//! retried) on either path, as the `INSERT … ON CONFLICT` alone could.
 //!
 //! Every connection starts with `search_path` set to the warehouse's schema (so sqlx's own
 //! `_sqlx_migrations` table lives there too), and every statement qualifies names with it anyway.
 
 use std::time::{Duration, Instant};
 
+use microbatch_core::batch::BatchMetadata;
 use microbatch_core::catalog::{Catalog, Column, ColumnType, Mode, Quoted, Table, validate_ident};
 use microbatch_core::import::{WarehouseError, WarehouseErrorKind};
 use microbatch_core::ports::{LoadOutcome, LoadRequest, Warehouse};
@@ -33,8 +78,14 @@ use super::{
 pub(super) const MIGRATIONS: &[EmbeddedMigration] =
     &[embed_migration!("postgres", 20260101000001, "load_manifest")];
 
-/// The per-load temporary table the COPY writes into.
+/// The per-load temporary table of the staged path.
 const STAGING: &str = "microbatch_staging";
+
+/// An append load's `BEGIN`, with the savepoint its direct `COPY` may roll back to taken in the
+/// same round trip (before the manifest check, which only reads: rolling back to it undoes the
+/// `COPY` and nothing else).
+const BEGIN_DIRECT: &str = "BEGIN; SAVEPOINT microbatch_direct";
+const ROLLBACK_TO_DIRECT: &str = "ROLLBACK TO SAVEPOINT microbatch_direct";
 
 /// How to connect to PostgreSQL.
 #[derive(Clone, Debug)]
@@ -356,13 +407,28 @@ impl Warehouse for PgWarehouse {
     }
 
     async fn load(&self, req: LoadRequest<'_>) -> Result<LoadOutcome, WarehouseError> {
+        self.load_via(req).await.map(|(outcome, _)| outcome)
+    }
+}
+
+impl PgWarehouse {
+    /// [`Warehouse::load`], also saying which way the rows went in (`None` when the batch was
+    /// loaded already).
+    pub(crate) async fn load_via(
+        &self,
+        req: LoadRequest<'_>,
+    ) -> Result<(LoadOutcome, Option<LoadPath>), WarehouseError> {
         let started = Instant::now();
         let columns = resolve_columns(req.table, &req.metadata.columns)
             .map_err(|m| WarehouseError::with_sqlstate("42703", m))?;
         let target = self.table(&req.table.name);
         let meta = req.metadata;
 
-        let mut tx = self.pool.begin().await.map_err(warehouse_error)?;
+        let begin = match &req.table.mode {
+            Mode::Append => self.pool.begin_with(BEGIN_DIRECT).await,
+            Mode::Upsert { .. } => self.pool.begin().await,
+        };
+        let mut tx = begin.map_err(warehouse_error)?;
         let loaded: bool = sqlx::query_scalar(&self.manifest_exists_sql)
             .bind(req.key)
             .bind(&meta.sha256)
@@ -371,38 +437,41 @@ impl Warehouse for PgWarehouse {
             .map_err(warehouse_error)?;
         if loaded {
             tx.rollback().await.map_err(warehouse_error)?;
-            return Ok(LoadOutcome::AlreadyLoaded);
+            return Ok((LoadOutcome::AlreadyLoaded, None));
         }
 
-        let staging = format!(
-            "CREATE TEMP TABLE {} (LIKE {target} INCLUDING DEFAULTS) ON COMMIT DROP",
-            Quoted(STAGING)
-        );
-        tx.execute(staging.as_str()).await.map_err(warehouse_error)?;
-        let copy = format!(
-            "COPY pg_temp.{} ({}) FROM STDIN (FORMAT csv)",
-            Quoted(STAGING),
-            column_list(columns.iter().map(|c| c.name.as_str()))
-        );
-        let mut copy_in = tx.copy_in_raw(&copy).await.map_err(warehouse_error)?;
-        // On failure the copy is dropped (which aborts it) and so is the transaction (rollback).
-        copy_in.send(req.body).await.map_err(warehouse_error)?;
-        let copied = copy_in.finish().await.map_err(warehouse_error)?;
-        if copied != meta.row_count {
-            return Err(WarehouseError::with_sqlstate(
-                "22P04",
-                format!(
-                    "COPY read {copied} rows, the batch metadata says {}",
-                    meta.row_count
-                ),
-            ));
-        }
-
-        let inserted = tx
-            .execute(insert_sql(&target, req.table, &columns).as_str())
-            .await
-            .map_err(warehouse_error)?
-            .rows_affected();
+        let (inserted, path) = match &req.table.mode {
+            Mode::Append => {
+                let copy = format!(
+                    "COPY {target} ({}) FROM STDIN (FORMAT csv)",
+                    column_list(columns.iter().map(|c| c.name.as_str()))
+                );
+                match copy_in(&mut tx, &copy, req.body).await {
+                    Ok(copied) => {
+                        check_count(copied, meta)?;
+                        (copied, LoadPath::Direct)
+                    }
+                    Err(e) if is_unique_violation(&e) => {
+                        tracing::debug!(
+                            key = req.key,
+                            table = %req.table.name,
+                            error = %e,
+                            "the batch has rows the table holds already: loading it through the \
+                             staging table"
+                        );
+                        tx.execute(ROLLBACK_TO_DIRECT).await.map_err(warehouse_error)?;
+                        let inserted =
+                            load_staged(&mut tx, &target, req.table, &columns, req.body, meta).await?;
+                        (inserted, LoadPath::Staged)
+                    }
+                    Err(e) => return Err(warehouse_error(e)),
+                }
+            }
+            Mode::Upsert { .. } => {
+                let inserted = load_staged(&mut tx, &target, req.table, &columns, req.body, meta).await?;
+                (inserted, LoadPath::Staged)
+            }
+        };
 
         let position = |p: &microbatch_core::position::Position| format!("{}:{}", p.seq, p.sub);
         sqlx::query(&self.manifest_insert_sql)
@@ -424,13 +493,82 @@ impl Warehouse for PgWarehouse {
         tracing::debug!(
             key = req.key,
             table = %req.table.name,
-            rows = copied,
+            rows = meta.row_count,
             inserted,
+            ?path,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "loaded batch into PostgreSQL"
         );
-        Ok(LoadOutcome::Loaded { inserted })
+        Ok((LoadOutcome::Loaded { inserted }, Some(path)))
     }
+}
+
+/// Which way a load's rows went into the table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum LoadPath {
+    /// `COPY` straight into the table: an append batch none of whose rows were there.
+    Direct,
+    /// `COPY` into the staging table, then `INSERT … SELECT`: upsert tables, and append batches
+    /// that overlap the rows stored (or repeat a row within themselves).
+    Staged,
+}
+
+/// Streams `body` through `statement` (a `COPY … FROM STDIN`); the rows it wrote.
+async fn copy_in(conn: &mut PgConnection, statement: &str, body: &[u8]) -> Result<u64, sqlx::Error> {
+    let mut copy_in = conn.copy_in_raw(statement).await?;
+    // On failure the copy is dropped (which aborts it) and so is the transaction (rollback). An
+    // error the server raises while reading the rows (a bad value, a duplicate) comes from
+    // `finish`, which also reads the server's ReadyForQuery: the connection stays usable, in an
+    // aborted (sub)transaction.
+    copy_in.send(body).await?;
+    copy_in.finish().await
+}
+
+fn is_unique_violation(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db) if db.code().as_deref() == Some("23505"))
+}
+
+/// The COPY must have read as many rows as the batch metadata says.
+fn check_count(copied: u64, meta: &BatchMetadata) -> Result<(), WarehouseError> {
+    if copied == meta.row_count {
+        return Ok(());
+    }
+    Err(WarehouseError::with_sqlstate(
+        "22P04",
+        format!(
+            "COPY read {copied} rows, the batch metadata says {}",
+            meta.row_count
+        ),
+    ))
+}
+
+/// Steps 3–5 of the staged path: the batch into a temporary table dropped at commit, then
+/// [`insert_sql`] from there; the rows inserted (or replaced).
+async fn load_staged(
+    conn: &mut PgConnection,
+    target: &str,
+    table: &Table,
+    columns: &[&Column],
+    body: &[u8],
+    meta: &BatchMetadata,
+) -> Result<u64, WarehouseError> {
+    let staging = format!(
+        "CREATE TEMP TABLE {} (LIKE {target} INCLUDING DEFAULTS) ON COMMIT DROP",
+        Quoted(STAGING)
+    );
+    conn.execute(staging.as_str()).await.map_err(warehouse_error)?;
+    let copy = format!(
+        "COPY pg_temp.{} ({}) FROM STDIN (FORMAT csv)",
+        Quoted(STAGING),
+        column_list(columns.iter().map(|c| c.name.as_str()))
+    );
+    let copied = copy_in(conn, &copy, body).await.map_err(warehouse_error)?;
+    check_count(copied, meta)?;
+    Ok(conn
+        .execute(insert_sql(target, table, columns).as_str())
+        .await
+        .map_err(warehouse_error)?
+        .rows_affected())
 }
 
 #[cfg(test)]

@@ -192,7 +192,7 @@ async fn racing_loader_fails_transiently_then_skips() {
 
     let mut watcher = PgConnection::connect(&f.url).await.unwrap();
     let release = async {
-        // Commit once our load waits for that row: it has staged and inserted its rows by then.
+        // Commit once our load waits for that row: it has copied its rows by then.
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let waiting: i64 = sqlx::query_scalar(
@@ -242,11 +242,8 @@ async fn copy_errors_say_which_line_and_column() {
     assert_eq!(e.sqlstate.as_deref(), Some("22P02"), "{e}");
     assert_eq!(classify(&e), ErrorClass::Permanent);
     assert!(e.message.contains("12abc"), "{e}");
-    assert!(
-        e.message
-            .contains("CONTEXT: COPY microbatch_staging, line 2, column n"),
-        "{e}"
-    );
+    // A fresh append batch is copied straight into its table.
+    assert!(e.message.contains("CONTEXT: COPY facts, line 2, column n"), "{e}");
     f.finish().await;
 }
 
@@ -369,4 +366,312 @@ async fn the_schema_must_be_an_identifier() {
         .await
         .unwrap_err();
     assert!(e.message.starts_with("warehouse schema: "), "{e}");
+}
+
+/// A warehouse on the fixture's schema with a pool of one connection: every load after the first
+/// reuses the connection the one before it left.
+async fn one_connection(f: &Fixture) -> PgWarehouse {
+    let options = PgWarehouseOptions {
+        schema: f.schema.clone(),
+        max_connections: 1,
+        acquire_timeout: Duration::from_secs(10),
+        ..PgWarehouseOptions::default()
+    };
+    PgWarehouse::connect_with(&f.url, options).await.unwrap()
+}
+
+fn fact(event: &str, index: u32, txt: &str) -> testkit::Row {
+    testkit::row(
+        event,
+        index,
+        testkit::T1,
+        "100",
+        0,
+        &[Some(txt), Some("1"), None, None, None, None, None],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fresh_append_batches_are_copied_straight_into_the_table() {
+    let f = fixture().await;
+    let c = catalog(CATALOG_V1);
+    f.w.migrate(&c).await.unwrap();
+    let w = one_connection(&f).await;
+    let facts = table(&c, "facts");
+    let a = Batch::new("a", facts, &[fact("e1", 0, "a"), fact("e1", 1, "b")]);
+    assert_eq!(
+        w.load_via(a.request(facts)).await.unwrap(),
+        (LoadOutcome::Loaded { inserted: 2 }, Some(LoadPath::Direct))
+    );
+    let b = Batch::new("b", facts, &[fact("e2", 0, "c")]);
+    assert_eq!(
+        w.load_via(b.request(facts)).await.unwrap(),
+        (LoadOutcome::Loaded { inserted: 1 }, Some(LoadPath::Direct))
+    );
+    assert_eq!(
+        w.load_via(a.request(facts)).await.unwrap(),
+        (LoadOutcome::AlreadyLoaded, None)
+    );
+    let empty = Batch::new("empty", facts, &[]);
+    assert_eq!(
+        w.load_via(empty.request(facts)).await.unwrap(),
+        (LoadOutcome::Loaded { inserted: 0 }, Some(LoadPath::Direct))
+    );
+    assert_eq!(
+        f.w.rows(facts).await,
+        vec![fact("e1", 0, "a"), fact("e1", 1, "b"), fact("e2", 0, "c")]
+    );
+    let manifest = f.w.manifest().await;
+    assert_eq!(
+        manifest
+            .iter()
+            .map(|m| (m.0.as_str(), m.3, m.4))
+            .collect::<Vec<_>>(),
+        vec![("a", 2, 2), ("b", 1, 1), ("empty", 0, 0)]
+    );
+    // Upsert tables need the merge: always staged.
+    let profiles = table(&c, "profiles");
+    let p = Batch::new(
+        "p",
+        profiles,
+        &[testkit::row(
+            "ev1",
+            0,
+            testkit::T1,
+            "1",
+            0,
+            &[Some("id1"), Some("x"), Some("1")],
+        )],
+    );
+    assert_eq!(
+        w.load_via(p.request(profiles)).await.unwrap(),
+        (LoadOutcome::Loaded { inserted: 1 }, Some(LoadPath::Staged))
+    );
+    w.close().await;
+    f.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn append_batches_overlapping_stored_rows_fall_back_to_staging() {
+    let f = fixture().await;
+    let c = catalog(CATALOG_V1);
+    f.w.migrate(&c).await.unwrap();
+    let w = one_connection(&f).await;
+    let facts = table(&c, "facts");
+    let first = vec![fact("e1", 0, "a"), fact("e1", 1, "b"), fact("e2", 0, "c")];
+    let a = Batch::new("loads/a.csv", facts, &first);
+    assert_eq!(
+        w.load_via(a.request(facts)).await.unwrap(),
+        (LoadOutcome::Loaded { inserted: 3 }, Some(LoadPath::Direct))
+    );
+    // The same rows cut differently under another key: two are stored already (one with other
+    // content, which must not win), two are new.
+    let b = Batch::new(
+        "loads/b.csv",
+        facts,
+        &[
+            fact("e3", 0, "d"),
+            fact("e1", 1, "changed"),
+            fact("e2", 0, "c"),
+            fact("e4", 0, "e"),
+        ],
+    );
+    assert_eq!(
+        w.load_via(b.request(facts)).await.unwrap(),
+        (LoadOutcome::Loaded { inserted: 2 }, Some(LoadPath::Staged))
+    );
+    assert_eq!(
+        w.load_via(b.request(facts)).await.unwrap(),
+        (LoadOutcome::AlreadyLoaded, None)
+    );
+    // A row twice within one batch (a client retry with the same event id): once.
+    let c2 = Batch::new("loads/c.csv", facts, &[fact("e5", 0, "f"), fact("e5", 0, "f")]);
+    assert_eq!(
+        w.load_via(c2.request(facts)).await.unwrap(),
+        (LoadOutcome::Loaded { inserted: 1 }, Some(LoadPath::Staged))
+    );
+    // Everything already there: nothing inserted, the batch recorded.
+    let d = Batch::new("loads/d.csv", facts, &first);
+    assert_eq!(
+        w.load_via(d.request(facts)).await.unwrap(),
+        (LoadOutcome::Loaded { inserted: 0 }, Some(LoadPath::Staged))
+    );
+    // The connection the fallbacks used (the pool's only one) takes the direct path again.
+    let e = Batch::new("loads/e.csv", facts, &[fact("e6", 0, "g")]);
+    assert_eq!(
+        w.load_via(e.request(facts)).await.unwrap(),
+        (LoadOutcome::Loaded { inserted: 1 }, Some(LoadPath::Direct))
+    );
+    let mut want = first;
+    want.extend([
+        fact("e3", 0, "d"),
+        fact("e4", 0, "e"),
+        fact("e5", 0, "f"),
+        fact("e6", 0, "g"),
+    ]);
+    assert_eq!(f.w.rows(facts).await, want);
+    let manifest = f.w.manifest().await;
+    assert_eq!(
+        manifest
+            .iter()
+            .map(|m| (m.0.as_str(), m.3, m.4))
+            .collect::<Vec<_>>(),
+        vec![
+            ("loads/a.csv", 3, 3),
+            ("loads/b.csv", 4, 2),
+            ("loads/c.csv", 2, 1),
+            ("loads/d.csv", 3, 0),
+            ("loads/e.csv", 1, 1),
+        ]
+    );
+    w.close().await;
+    f.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn row_count_mismatches_fail_on_either_path() {
+    let f = fixture().await;
+    let c = catalog(CATALOG_V1);
+    f.w.migrate(&c).await.unwrap();
+    let facts = table(&c, "facts");
+    let stored = Batch::new("stored", facts, &[fact("e1", 0, "a")]);
+    f.w.load(stored.request(facts)).await.unwrap();
+    for (key, rows, path) in [
+        ("fresh", vec![fact("e2", 0, "b"), fact("e3", 0, "c")], "direct"),
+        (
+            "overlapping",
+            vec![fact("e1", 0, "a"), fact("e4", 0, "d")],
+            "staged",
+        ),
+    ] {
+        let mut b = Batch::new(key, facts, &rows);
+        b.metadata.row_count = 3;
+        let e = f.w.load(b.request(facts)).await.expect_err(path);
+        assert_eq!(e.sqlstate.as_deref(), Some("22P04"), "{path}: {e}");
+        assert_eq!(classify(&e), ErrorClass::Permanent, "{path}: {e}");
+        assert!(
+            e.message.contains("COPY read 2 rows, the batch metadata says 3"),
+            "{path}: {e}"
+        );
+        assert!(
+            !f.w.is_loaded(&b.key, &b.metadata.sha256).await.unwrap(),
+            "{path}"
+        );
+    }
+    assert_eq!(f.w.rows(facts).await, vec![fact("e1", 0, "a")]);
+    assert_eq!(f.w.manifest().await.len(), 1);
+    f.finish().await;
+}
+
+/// Another session inserts `rows` into `facts` and holds its transaction open until our load's COPY
+/// waits for it, then commits (or rolls back); returns what our load did.
+async fn load_behind_uncommitted_rows(
+    f: &Fixture,
+    batch: &Batch,
+    facts: &Table,
+    rows: &[testkit::Row],
+    commit: bool,
+) -> (LoadOutcome, Option<LoadPath>) {
+    let mut blocker = PgConnection::connect(&f.url).await.unwrap();
+    let mut other = Connection::begin(&mut blocker).await.unwrap();
+    let other_batch = Batch::new("other", facts, rows);
+    let mut copy = other
+        .copy_in_raw(&format!(
+            "COPY {} ({}) FROM STDIN (FORMAT csv)",
+            f.w.table("facts"),
+            column_list(facts.column_names())
+        ))
+        .await
+        .unwrap();
+    copy.send(other_batch.body.as_slice()).await.unwrap();
+    copy.finish().await.unwrap();
+
+    let mut watcher = PgConnection::connect(&f.url).await.unwrap();
+    let release = async {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE wait_event_type = 'Lock' AND query LIKE 'COPY %' || $1 || '%facts%'",
+            )
+            .bind(&f.schema)
+            .fetch_one(&mut watcher)
+            .await
+            .unwrap();
+            if waiting > 0 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the load never waited on the other rows"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if commit {
+            other.commit().await.unwrap();
+        } else {
+            other.rollback().await.unwrap();
+        }
+    };
+    let (result, ()) = tokio::join!(f.w.load_via(batch.request(facts)), release);
+    blocker.close().await.unwrap();
+    watcher.close().await.unwrap();
+    result.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_blocked_by_uncommitted_rows_waits_for_their_fate() {
+    let f = fixture().await;
+    let c = catalog(CATALOG_V1);
+    f.w.migrate(&c).await.unwrap();
+    let facts = table(&c, "facts");
+    let theirs = [fact("e2", 0, "theirs")];
+    let ours = Batch::new(
+        "ours",
+        facts,
+        &[
+            fact("e1", 0, "ours"),
+            fact("e2", 0, "ours"),
+            fact("e3", 0, "ours"),
+        ],
+    );
+    // They roll back: nothing was in the way after all.
+    assert_eq!(
+        load_behind_uncommitted_rows(&f, &ours, facts, &theirs, false).await,
+        (LoadOutcome::Loaded { inserted: 3 }, Some(LoadPath::Direct))
+    );
+    assert_eq!(
+        f.w.rows(facts).await,
+        vec![
+            fact("e1", 0, "ours"),
+            fact("e2", 0, "ours"),
+            fact("e3", 0, "ours")
+        ]
+    );
+    // They commit: our COPY fails on their row, and the staged path inserts the rest.
+    let theirs = [fact("e5", 0, "theirs")];
+    let ours = Batch::new(
+        "ours2",
+        facts,
+        &[
+            fact("e4", 0, "ours"),
+            fact("e5", 0, "ours"),
+            fact("e6", 0, "ours"),
+        ],
+    );
+    assert_eq!(
+        load_behind_uncommitted_rows(&f, &ours, facts, &theirs, true).await,
+        (LoadOutcome::Loaded { inserted: 2 }, Some(LoadPath::Staged))
+    );
+    let rows = f.w.rows(facts).await;
+    assert_eq!(rows.len(), 6);
+    assert_eq!(
+        rows[3..],
+        [
+            fact("e4", 0, "ours"),
+            fact("e5", 0, "theirs"),
+            fact("e6", 0, "ours")
+        ]
+    );
+    f.finish().await;
 }
