@@ -112,6 +112,7 @@ pub fn importer_config(config: &Config) -> ImporterConfig {
     let c = &config.importer;
     ImporterConfig {
         receive_wait: Duration::from_millis(c.receive_wait_ms),
+        concurrency: c.concurrency.max(1),
         backoff: Backoff::new(
             Duration::from_millis(c.backoff_base_ms),
             Duration::from_millis(c.backoff_cap_ms),

@@ -331,6 +331,9 @@ pub struct ImporterConfig {
     pub backoff_base_ms: u64,
     pub backoff_cap_ms: u64,
     pub receive_wait_ms: u64,
+    /// Loads in flight at once (receive-and-load loops); keep it at or below the warehouse's
+    /// connection pool.
+    pub concurrency: usize,
 }
 
 impl Default for ImporterConfig {
@@ -340,6 +343,7 @@ impl Default for ImporterConfig {
             backoff_base_ms: 500,
             backoff_cap_ms: 300_000,
             receive_wait_ms: 1000,
+            concurrency: 4,
         }
     }
 }

@@ -351,7 +351,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
                     "Importer vs psql \\copy".into(),
                     format!(
                         "{} batch files ({} rows, {:.1} MiB) from the PostgreSQL run: importer (driver, local queue, \
-                         staging COPY + INSERT … ON CONFLICT + manifest) {:.2} s; one psql session of \\copy straight \
+                         manifest check + COPY into the table + manifest row, one transaction per batch) {:.2} s; one psql session of \\copy straight \
                          into tables of the same DDL {:.2} s; best of 2 each, alternating.",
                         c.files,
                         c.rows,

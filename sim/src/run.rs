@@ -82,7 +82,7 @@ struct Setup {
 fn setup(rng: &SeededEntropy) -> Setup {
     let r = |lo: u64, hi: u64| lo + rng.next_u64() % (hi - lo + 1);
     let max_bytes = r(2_048, 32_768) as usize;
-    Setup {
+    let mut setup = Setup {
         shards: r(1, 4) as u32,
         visibility: Duration::from_secs(if rng.unit() < 0.3 { 5 } else { 30 }),
         consumers: r(1, 2) as usize,
@@ -122,9 +122,22 @@ fn setup(rng: &SeededEntropy) -> Setup {
             receive_max: r(1, 10) as usize,
             receive_wait: Duration::from_secs(1),
             backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(60), 10),
+            concurrency: 1,
         },
         same_owner_on_restart: rng.unit() < 0.3,
-    }
+    };
+    // Drawn last, so the draws before it (and every seed's configuration so far) stay as they were.
+    let loops = r(1, 4) as u32;
+    setup.importer.concurrency = loops as usize;
+    // An importer crash abandons the message of every loop, and each comes back as one more
+    // receive: more loops, more attempts burnt by crashes alone. The budget grows with the loops
+    // (staying under the queue's own redrive count of 25) so that faults alone never exhaust it.
+    setup.importer.backoff = Backoff::new(
+        Duration::from_millis(500),
+        Duration::from_secs(60),
+        10 + 4 * (loops - 1),
+    );
+    setup
 }
 
 /// Runs one seed with a catalog loaded once per thread.

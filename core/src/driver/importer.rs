@@ -29,6 +29,10 @@ pub struct ImporterConfig {
     pub receive_max: usize,
     /// Long-poll wait of a receive.
     pub receive_wait: Duration,
+    /// Receive-and-load loops run at once. Loads are dominated by waiting on the warehouse (a
+    /// Redshift COPY takes seconds), and many small per-table batches arrive at once when many
+    /// tables are active: one loop at a time leaves the warehouse idle between round trips.
+    pub concurrency: usize,
     /// Backoff of failed loads; after `max_attempts` receives a batch is dead-lettered. Keep it
     /// below the queue's own redrive count so the dead letter carries a reason.
     pub backoff: Backoff,
@@ -39,6 +43,7 @@ impl Default for ImporterConfig {
         ImporterConfig {
             receive_max: 10,
             receive_wait: Duration::from_secs(1),
+            concurrency: 4,
             backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(300), 8),
         }
     }
@@ -115,19 +120,24 @@ where
         })
     }
 
-    /// Runs until `stop` resolves (a message being handled is finished first).
+    /// Runs [`ImporterConfig::concurrency`] receive-and-load loops until `stop` resolves or one
+    /// fails. Loads in flight at `stop` are abandoned: their transactions roll back and their
+    /// messages come back after the visibility timeout (a redelivery, which loads or skips).
     pub async fn run(&self, stop: impl Future<Output = ()> + Send) -> Result<(), ImporterError> {
         let mut stop = std::pin::pin!(stop.fuse());
-        loop {
-            if (&mut stop).now_or_never().is_some() {
-                return Ok(());
+        if (&mut stop).now_or_never().is_some() {
+            return Ok(());
+        }
+        let loops = (0..self.config.concurrency.max(1)).map(|_| async {
+            loop {
+                self.step().await?;
             }
-            let step = self.step().fuse();
-            let mut step = std::pin::pin!(step);
-            futures::select_biased! {
-                result = step => { result?; }
-                () = stop => return Ok(()),
-            }
+        });
+        let all = futures::future::try_join_all(loops).fuse();
+        let mut all = std::pin::pin!(all);
+        futures::select_biased! {
+            result = all => result.map(|_: Vec<()>| ()),
+            () = stop => Ok(()),
         }
     }
 
@@ -467,5 +477,52 @@ mod tests {
             );
             assert_eq!(importer.step().await.unwrap(), 0);
         });
+    }
+
+    /// A queue whose receives never return, counting the receivers waiting at once.
+    #[derive(Default)]
+    struct Waiting(std::sync::atomic::AtomicUsize);
+    impl Queue for Waiting {
+        async fn receive(&self, _: usize, _: Duration) -> Result<Vec<Message>, PortError> {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            std::future::pending().await
+        }
+        async fn ack(&self, _: &Message) -> Result<(), PortError> {
+            Ok(())
+        }
+        async fn retry_after(&self, _: &Message, _: Duration) -> Result<(), PortError> {
+            Ok(())
+        }
+        async fn dead_letter(&self, _: &Message, _: &str) -> Result<(), PortError> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_configured_number_of_loops_receive_at_once() {
+        let catalog = Catalog::load([Source {
+            name: "c.toml".into(),
+            text: "[[events]]\ntype = \"e\"\n[[events.outputs]]\ntable = \"t\"\ncolumns = [ { name = \"a\", type = \"text\", pointer = \"/a\" } ]\n".into(),
+        }])
+        .unwrap();
+        let queue = Waiting::default();
+        let config = ImporterConfig {
+            concurrency: 3,
+            ..ImporterConfig::default()
+        };
+        let importer = futures::executor::block_on(Importer::start(
+            &queue,
+            &NoObjects,
+            &Empty,
+            &Now,
+            &Half,
+            &NoObserver,
+            &catalog,
+            config,
+        ))
+        .unwrap();
+        let mut run = Box::pin(importer.run(std::future::pending()));
+        assert!(run.as_mut().now_or_never().is_none());
+        assert_eq!(queue.0.load(std::sync::atomic::Ordering::SeqCst), 3);
     }
 }
