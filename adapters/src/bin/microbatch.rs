@@ -54,6 +54,7 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
+    microbatch_adapters::runtime::disable_transparent_huge_pages();
     let cli = Cli::parse();
     let config = match Config::load(cli.config.as_deref()) {
         Ok(c) => c,
