@@ -91,6 +91,15 @@ struct Cli {
     /// Events per backlog drain in the suite's scaling runs.
     #[arg(long, default_value_t = 200_000)]
     drain_events: u64,
+    /// Table counts of the suite's drains (10 tables, mixed sizes, 2 shards otherwise).
+    #[arg(long, value_delimiter = ',', num_args = 0.., default_value = "1,10,100,500")]
+    drain_tables: Vec<usize>,
+    /// Shard counts of the suite's drains (`--drain-shards` alone for none).
+    #[arg(long, value_delimiter = ',', num_args = 0.., default_value = "1,4")]
+    drain_shards: Vec<u32>,
+    /// Fixed event sizes of the suite's drains, in bytes (`--drain-sizes` alone for none).
+    #[arg(long, value_delimiter = ',', num_args = 0.., default_value = "256,1024,4096")]
+    drain_sizes: Vec<usize>,
 }
 
 /// The parts of `--suite`.
@@ -620,18 +629,18 @@ async fn suite_drains(env: &Env, cli: &Cli, report: &mut Report) -> anyhow::Resu
         report.set(&format!("drain_{name}_duplicated"), d.verdict.duplicated as f64);
     };
     let budget = cli.buffer_budget_mib << 20;
-    for tables in [1usize, 10, 100, 500] {
+    for &tables in &cli.drain_tables {
         say(&format!("drain: {tables} tables…"));
         let d = suite::drain(env, tables, 2, SizeMix::Mixed, n, budget).await?;
         record(format!("tables{tables}"), &d, report);
         drains.push((tables, d));
     }
-    for shards in [1u32, 4] {
+    for &shards in &cli.drain_shards {
         say(&format!("drain: {shards} shards…"));
         let d = suite::drain(env, 10, shards, SizeMix::Mixed, n, budget).await?;
         record(format!("shards{shards}"), &d, report);
     }
-    for size in [256usize, 1024, 4096] {
+    for &size in &cli.drain_sizes {
         say(&format!("drain: {size} B events…"));
         let events = n.min((200u64 << 20) / size as u64);
         let d = suite::drain(env, 10, 2, SizeMix::Fixed(size), events, budget).await?;
