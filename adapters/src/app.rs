@@ -113,6 +113,7 @@ pub fn importer_config(config: &Config) -> ImporterConfig {
     ImporterConfig {
         receive_wait: Duration::from_millis(c.receive_wait_ms),
         concurrency: c.concurrency.max(1),
+        load_group_bytes: c.load_group_bytes.max(1),
         backoff: Backoff::new(
             Duration::from_millis(c.backoff_base_ms),
             Duration::from_millis(c.backoff_cap_ms),

@@ -334,6 +334,8 @@ pub struct ImporterConfig {
     /// Loads in flight at once (receive-and-load loops); keep it at or below the warehouse's
     /// connection pool.
     pub concurrency: usize,
+    /// Batches of one receive share a warehouse transaction up to this many bytes of CSV.
+    pub load_group_bytes: usize,
 }
 
 impl Default for ImporterConfig {
@@ -344,6 +346,7 @@ impl Default for ImporterConfig {
             backoff_cap_ms: 300_000,
             receive_wait_ms: 1000,
             concurrency: 4,
+            load_group_bytes: 8 << 20,
         }
     }
 }

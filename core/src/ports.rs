@@ -250,12 +250,34 @@ pub trait Warehouse: Send + Sync {
     /// Whether the manifest holds this key with this checksum.
     fn is_loaded(&self, key: &str, sha256: &str)
     -> impl Future<Output = Result<bool, WarehouseError>> + Send;
-    /// In one transaction: check the manifest, insert the rows not already present by
-    /// (`_event_id`, `_row_index`) (upsert by key for dimension tables), write the manifest row.
+    /// Loads `requests` in one transaction, committed once: for each batch in order, check the
+    /// manifest, insert the rows not already present by (`_event_id`, `_row_index`) (upsert by
+    /// key for dimension tables), write the manifest row. One outcome per request, in order; a
+    /// batch named twice loads once (the second finds the first's manifest row).
+    ///
+    /// All or nothing: on an error no batch of the group is committed. One commit for many
+    /// batches is what keeps many small batches (many active tables) cheap: a commit is an fsync,
+    /// and on Redshift a turn through its serialized commit queue.
+    fn load_all(
+        &self,
+        requests: &[LoadRequest<'_>],
+    ) -> impl Future<Output = Result<Vec<LoadOutcome>, WarehouseError>> + Send;
+
+    /// [`Warehouse::load_all`] of one batch.
     fn load(
         &self,
         request: LoadRequest<'_>,
-    ) -> impl Future<Output = Result<LoadOutcome, WarehouseError>> + Send;
+    ) -> impl Future<Output = Result<LoadOutcome, WarehouseError>> + Send {
+        async move {
+            let outcomes = self.load_all(std::slice::from_ref(&request)).await?;
+            outcomes.into_iter().next().ok_or_else(|| {
+                WarehouseError::new(
+                    crate::import::WarehouseErrorKind::Other,
+                    "the warehouse returned no outcome for a load (warehouse adapter bug)",
+                )
+            })
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -123,6 +123,7 @@ fn setup(rng: &SeededEntropy) -> Setup {
             receive_wait: Duration::from_secs(1),
             backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(60), 10),
             concurrency: 1,
+            load_group_bytes: 8 << 20,
         },
         same_owner_on_restart: rng.unit() < 0.3,
     };
@@ -137,6 +138,12 @@ fn setup(rng: &SeededEntropy) -> Setup {
         Duration::from_secs(60),
         10 + 4 * (loops - 1),
     );
+    // Load groups: every batch alone, a few batches per transaction, or all of a receive.
+    setup.importer.load_group_bytes = match r(0, 2) {
+        0 => 1,
+        1 => max_bytes,
+        _ => 8 << 20,
+    };
     setup
 }
 

@@ -9,12 +9,14 @@
 //!   (`_event_id`, `_row_index`) for append tables, on the key for upsert tables — and adds the
 //!   columns a table lacks (`ALTER TABLE … ADD COLUMN`, always nullable: old rows have no value). A
 //!   column whose type differs is left alone and reported by `schema_diff` (and logged).
-//! - **One load, one transaction.** Manifest check → the batch's rows → insert the rows not already
-//!   present by (`_event_id`, `_row_index`), or for upsert tables the latest row per key → the
-//!   manifest row → commit. "Latest" is by `_received_at`, then the sequence number (numerically:
-//!   by length, then text), then `_sub_sequence`, within the batch and against the stored row, so a
-//!   replayed older batch never overwrites a newer row. [`LoadOutcome::Loaded`]'s `inserted` counts
-//!   the rows written: new rows of append tables; new or replaced rows of upsert tables.
+//! - **One transaction per group of loads.** [`Warehouse::load_all`] loads its batches in one
+//!   transaction with one commit, all or nothing. Per batch: manifest check → the batch's rows →
+//!   insert the rows not already present by (`_event_id`, `_row_index`), or for upsert tables the
+//!   latest row per key → the manifest row. "Latest" is by `_received_at`, then the sequence
+//!   number (numerically: by length, then text), then `_sub_sequence`, within the batch and
+//!   against the stored row, so a replayed older batch never overwrites a newer row.
+//!   [`LoadOutcome::Loaded`]'s `inserted` counts the rows written: new rows of append tables; new
+//!   or replaced rows of upsert tables.
 //! - **Races end in the manifest.** Two loaders of one batch: the second fails on the manifest's
 //!   unique (key, sha256) with a unique violation, which [`classify`] calls transient; its retry
 //!   finds the manifest row and skips.
@@ -330,10 +332,10 @@ impl Warehouse for SqlWarehouse {
         }
     }
 
-    async fn load(&self, request: LoadRequest<'_>) -> Result<LoadOutcome, WarehouseError> {
+    async fn load_all(&self, requests: &[LoadRequest<'_>]) -> Result<Vec<LoadOutcome>, WarehouseError> {
         match self {
-            SqlWarehouse::Postgres(w) => w.load(request).await,
-            SqlWarehouse::Sqlite(w) => w.load(request).await,
+            SqlWarehouse::Postgres(w) => w.load_all(requests).await,
+            SqlWarehouse::Sqlite(w) => w.load_all(requests).await,
         }
     }
 }

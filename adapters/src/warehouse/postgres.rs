@@ -81,10 +81,22 @@ pub(super) const MIGRATIONS: &[EmbeddedMigration] =
 /// The per-load temporary table of the staged path.
 const STAGING: &str = "microbatch_staging";
 
+/// The staging table of the `index`-th batch of a load group.
+fn staging_name(index: usize) -> String {
+    if index == 0 {
+        STAGING.to_owned()
+    } else {
+        format!("{STAGING}_{index}")
+    }
+}
+
 /// An append load's `BEGIN`, with the savepoint its direct `COPY` may roll back to taken in the
 /// same round trip (before the manifest check, which only reads: rolling back to it undoes the
 /// `COPY` and nothing else).
 const BEGIN_DIRECT: &str = "BEGIN; SAVEPOINT microbatch_direct";
+/// The same savepoint for a later append batch of a group (a newer savepoint of the same name
+/// hides the older one, so rolling back to it undoes this batch's `COPY` only).
+const SAVEPOINT_DIRECT: &str = "SAVEPOINT microbatch_direct";
 const ROLLBACK_TO_DIRECT: &str = "ROLLBACK TO SAVEPOINT microbatch_direct";
 
 /// How to connect to PostgreSQL.
@@ -327,9 +339,9 @@ async fn existing(conn: &mut PgConnection, schema: &str) -> Result<Existing, War
 
 /// `INSERT` of the staged rows: new (`_event_id`, `_row_index`) only for append tables; the latest
 /// row per key, replacing an older stored one, for upsert tables.
-fn insert_sql(target: &str, table: &Table, columns: &[&Column]) -> String {
+fn insert_sql(target: &str, staging: &str, table: &Table, columns: &[&Column]) -> String {
     let names = column_list(columns.iter().map(|c| c.name.as_str()));
-    let staging = format!("pg_temp.{}", Quoted(STAGING));
+    let staging = format!("pg_temp.{}", Quoted(staging));
     match &table.mode {
         Mode::Append => format!(
             "INSERT INTO {target} ({names}) SELECT {names} FROM {staging} \
@@ -406,29 +418,69 @@ impl Warehouse for PgWarehouse {
             .map_err(warehouse_error)
     }
 
-    async fn load(&self, req: LoadRequest<'_>) -> Result<LoadOutcome, WarehouseError> {
-        self.load_via(req).await.map(|(outcome, _)| outcome)
+    async fn load_all(&self, requests: &[LoadRequest<'_>]) -> Result<Vec<LoadOutcome>, WarehouseError> {
+        let loads = self.load_all_via(requests).await?;
+        Ok(loads.into_iter().map(|(outcome, _)| outcome).collect())
     }
 }
 
 impl PgWarehouse {
-    /// [`Warehouse::load`], also saying which way the rows went in (`None` when the batch was
-    /// loaded already).
+    /// [`Warehouse::load_all`], also saying which way each batch's rows went in (`None` when it
+    /// was loaded already).
+    pub(crate) async fn load_all_via(
+        &self,
+        requests: &[LoadRequest<'_>],
+    ) -> Result<Vec<(LoadOutcome, Option<LoadPath>)>, WarehouseError> {
+        let started = Instant::now();
+        let first_appends = requests.first().is_some_and(|r| r.table.mode == Mode::Append);
+        let begin = if first_appends {
+            self.pool.begin_with(BEGIN_DIRECT).await
+        } else {
+            self.pool.begin().await
+        };
+        let mut tx = begin.map_err(warehouse_error)?;
+        let mut loads = Vec::with_capacity(requests.len());
+        for (i, req) in requests.iter().enumerate() {
+            if i > 0 && req.table.mode == Mode::Append {
+                tx.execute(SAVEPOINT_DIRECT).await.map_err(warehouse_error)?;
+            }
+            loads.push(self.load_in(&mut tx, req, i).await?);
+        }
+        if loads.iter().all(|(o, _)| *o == LoadOutcome::AlreadyLoaded) {
+            tx.rollback().await.map_err(warehouse_error)?;
+        } else {
+            tx.commit().await.map_err(warehouse_error)?;
+        }
+        tracing::debug!(
+            batches = requests.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "loaded batches into PostgreSQL"
+        );
+        Ok(loads)
+    }
+
+    /// [`Warehouse::load`] with its [`LoadPath`].
+    #[cfg(test)]
     pub(crate) async fn load_via(
         &self,
         req: LoadRequest<'_>,
     ) -> Result<(LoadOutcome, Option<LoadPath>), WarehouseError> {
-        let started = Instant::now();
+        let mut loads = self.load_all_via(std::slice::from_ref(&req)).await?;
+        Ok(loads.remove(0))
+    }
+
+    /// One batch inside the load transaction, the `index`-th of its group. Append batches come
+    /// with the savepoint [`ROLLBACK_TO_DIRECT`] returns to already taken.
+    async fn load_in(
+        &self,
+        tx: &mut PgConnection,
+        req: &LoadRequest<'_>,
+        index: usize,
+    ) -> Result<(LoadOutcome, Option<LoadPath>), WarehouseError> {
         let columns = resolve_columns(req.table, &req.metadata.columns)
             .map_err(|m| WarehouseError::with_sqlstate("42703", m))?;
         let target = self.table(&req.table.name);
         let meta = req.metadata;
-
-        let begin = match &req.table.mode {
-            Mode::Append => self.pool.begin_with(BEGIN_DIRECT).await,
-            Mode::Upsert { .. } => self.pool.begin().await,
-        };
-        let mut tx = begin.map_err(warehouse_error)?;
         let loaded: bool = sqlx::query_scalar(&self.manifest_exists_sql)
             .bind(req.key)
             .bind(&meta.sha256)
@@ -436,7 +488,6 @@ impl PgWarehouse {
             .await
             .map_err(warehouse_error)?;
         if loaded {
-            tx.rollback().await.map_err(warehouse_error)?;
             return Ok((LoadOutcome::AlreadyLoaded, None));
         }
 
@@ -446,7 +497,7 @@ impl PgWarehouse {
                     "COPY {target} ({}) FROM STDIN (FORMAT csv)",
                     column_list(columns.iter().map(|c| c.name.as_str()))
                 );
-                match copy_in(&mut tx, &copy, req.body).await {
+                match copy_in(tx, &copy, req.body).await {
                     Ok(copied) => {
                         check_count(copied, meta)?;
                         (copied, LoadPath::Direct)
@@ -461,14 +512,14 @@ impl PgWarehouse {
                         );
                         tx.execute(ROLLBACK_TO_DIRECT).await.map_err(warehouse_error)?;
                         let inserted =
-                            load_staged(&mut tx, &target, req.table, &columns, req.body, meta).await?;
+                            load_staged(tx, &target, req.table, &columns, req.body, meta, index).await?;
                         (inserted, LoadPath::Staged)
                     }
                     Err(e) => return Err(warehouse_error(e)),
                 }
             }
             Mode::Upsert { .. } => {
-                let inserted = load_staged(&mut tx, &target, req.table, &columns, req.body, meta).await?;
+                let inserted = load_staged(tx, &target, req.table, &columns, req.body, meta, index).await?;
                 (inserted, LoadPath::Staged)
             }
         };
@@ -489,14 +540,12 @@ impl PgWarehouse {
             .execute(&mut *tx)
             .await
             .map_err(warehouse_error)?;
-        tx.commit().await.map_err(warehouse_error)?;
         tracing::debug!(
             key = req.key,
             table = %req.table.name,
             rows = meta.row_count,
             inserted,
             ?path,
-            elapsed_ms = started.elapsed().as_millis() as u64,
             "loaded batch into PostgreSQL"
         );
         Ok((LoadOutcome::Loaded { inserted }, Some(path)))
@@ -551,21 +600,24 @@ async fn load_staged(
     columns: &[&Column],
     body: &[u8],
     meta: &BatchMetadata,
+    index: usize,
 ) -> Result<u64, WarehouseError> {
-    let staging = format!(
+    // One staging table per batch of the group: each is `LIKE` its own target.
+    let staging = staging_name(index);
+    let create = format!(
         "CREATE TEMP TABLE {} (LIKE {target} INCLUDING DEFAULTS) ON COMMIT DROP",
-        Quoted(STAGING)
+        Quoted(&staging)
     );
-    conn.execute(staging.as_str()).await.map_err(warehouse_error)?;
+    conn.execute(create.as_str()).await.map_err(warehouse_error)?;
     let copy = format!(
         "COPY pg_temp.{} ({}) FROM STDIN (FORMAT csv)",
-        Quoted(STAGING),
+        Quoted(&staging),
         column_list(columns.iter().map(|c| c.name.as_str()))
     );
     let copied = copy_in(conn, &copy, body).await.map_err(warehouse_error)?;
     check_count(copied, meta)?;
     Ok(conn
-        .execute(insert_sql(target, table, columns).as_str())
+        .execute(insert_sql(target, &staging, table, columns).as_str())
         .await
         .map_err(warehouse_error)?
         .rows_affected())

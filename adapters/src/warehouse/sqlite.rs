@@ -519,80 +519,95 @@ impl Warehouse for SqliteWarehouse {
             .map_err(warehouse_error)
     }
 
-    async fn load(&self, req: LoadRequest<'_>) -> Result<LoadOutcome, WarehouseError> {
+    async fn load_all(&self, requests: &[LoadRequest<'_>]) -> Result<Vec<LoadOutcome>, WarehouseError> {
         let started = Instant::now();
-        let columns = resolve_columns(req.table, &req.metadata.columns)
-            .map_err(|m| WarehouseError::with_sqlite_code(SQLITE_ERROR, m))?;
-        let meta = req.metadata;
-
         let mut tx = self
             .writer
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(warehouse_error)?;
-        let loaded: bool = sqlx::query_scalar(MANIFEST_EXISTS_SQL)
-            .bind(req.key)
-            .bind(&meta.sha256)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(warehouse_error)?;
-        if loaded {
+        let mut outcomes = Vec::with_capacity(requests.len());
+        for req in requests {
+            outcomes.push(load_in(&mut tx, req).await?);
+        }
+        if outcomes.iter().all(|o| *o == LoadOutcome::AlreadyLoaded) {
             tx.rollback().await.map_err(warehouse_error)?;
-            return Ok(LoadOutcome::AlreadyLoaded);
+        } else {
+            tx.commit().await.map_err(warehouse_error)?;
         }
-
-        let rows = staged_rows(&req, &columns)?;
-        let per_statement = (MAX_VARIABLES / columns.len().max(1)).clamp(1, MAX_ROWS_PER_STATEMENT);
-        let full_sql = insert_sql(req.table, &columns, per_statement);
-        let mut inserted = 0u64;
-        let mut rows = rows.into_iter().peekable();
-        while rows.peek().is_some() {
-            let chunk: Vec<Vec<Value>> = rows.by_ref().take(per_statement).collect();
-            let partial_sql;
-            let sql = if chunk.len() == per_statement {
-                &full_sql
-            } else {
-                partial_sql = insert_sql(req.table, &columns, chunk.len());
-                &partial_sql
-            };
-            let mut query = sqlx::query(sql);
-            for value in chunk.into_iter().flatten() {
-                query = bind(query, value);
-            }
-            inserted += query
-                .execute(&mut *tx)
-                .await
-                .map_err(warehouse_error)?
-                .rows_affected();
-        }
-
-        let position = |p: &microbatch_core::position::Position| format!("{}:{}", p.seq, p.sub);
-        sqlx::query(MANIFEST_INSERT_SQL)
-            .bind(req.key)
-            .bind(&meta.sha256)
-            .bind(&req.table.name)
-            .bind(i64::try_from(meta.row_count).unwrap_or(i64::MAX))
-            .bind(i64::try_from(inserted).unwrap_or(i64::MAX))
-            .bind(meta.shard.as_str())
-            .bind(position(&meta.first))
-            .bind(position(&meta.last))
-            .bind(&meta.catalog_version)
-            .bind(meta.min_received_at.to_string())
-            .bind(meta.max_received_at.to_string())
-            .execute(&mut *tx)
-            .await
-            .map_err(warehouse_error)?;
-        tx.commit().await.map_err(warehouse_error)?;
         tracing::debug!(
-            key = req.key,
-            table = %req.table.name,
-            rows = meta.row_count,
-            inserted,
+            batches = requests.len(),
             elapsed_ms = started.elapsed().as_millis() as u64,
-            "loaded batch into SQLite"
+            "loaded batches into SQLite"
         );
-        Ok(LoadOutcome::Loaded { inserted })
+        Ok(outcomes)
     }
+}
+
+/// One batch inside the load transaction: manifest check, rows, manifest row.
+async fn load_in(conn: &mut SqliteConnection, req: &LoadRequest<'_>) -> Result<LoadOutcome, WarehouseError> {
+    let columns = resolve_columns(req.table, &req.metadata.columns)
+        .map_err(|m| WarehouseError::with_sqlite_code(SQLITE_ERROR, m))?;
+    let meta = req.metadata;
+    let loaded: bool = sqlx::query_scalar(MANIFEST_EXISTS_SQL)
+        .bind(req.key)
+        .bind(&meta.sha256)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(warehouse_error)?;
+    if loaded {
+        return Ok(LoadOutcome::AlreadyLoaded);
+    }
+
+    let rows = staged_rows(req, &columns)?;
+    let per_statement = (MAX_VARIABLES / columns.len().max(1)).clamp(1, MAX_ROWS_PER_STATEMENT);
+    let full_sql = insert_sql(req.table, &columns, per_statement);
+    let mut inserted = 0u64;
+    let mut rows = rows.into_iter().peekable();
+    while rows.peek().is_some() {
+        let chunk: Vec<Vec<Value>> = rows.by_ref().take(per_statement).collect();
+        let partial_sql;
+        let sql = if chunk.len() == per_statement {
+            &full_sql
+        } else {
+            partial_sql = insert_sql(req.table, &columns, chunk.len());
+            &partial_sql
+        };
+        let mut query = sqlx::query(sql);
+        for value in chunk.into_iter().flatten() {
+            query = bind(query, value);
+        }
+        inserted += query
+            .execute(&mut *conn)
+            .await
+            .map_err(warehouse_error)?
+            .rows_affected();
+    }
+
+    let position = |p: &microbatch_core::position::Position| format!("{}:{}", p.seq, p.sub);
+    sqlx::query(MANIFEST_INSERT_SQL)
+        .bind(req.key)
+        .bind(&meta.sha256)
+        .bind(&req.table.name)
+        .bind(i64::try_from(meta.row_count).unwrap_or(i64::MAX))
+        .bind(i64::try_from(inserted).unwrap_or(i64::MAX))
+        .bind(meta.shard.as_str())
+        .bind(position(&meta.first))
+        .bind(position(&meta.last))
+        .bind(&meta.catalog_version)
+        .bind(meta.min_received_at.to_string())
+        .bind(meta.max_received_at.to_string())
+        .execute(&mut *conn)
+        .await
+        .map_err(warehouse_error)?;
+    tracing::debug!(
+        key = req.key,
+        table = %req.table.name,
+        rows = meta.row_count,
+        inserted,
+        "loaded batch into SQLite"
+    );
+    Ok(LoadOutcome::Loaded { inserted })
 }
 
 #[cfg(test)]

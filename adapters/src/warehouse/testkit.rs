@@ -642,6 +642,86 @@ pub async fn failure_mid_load_commits_nothing(w: &impl Probe) {
     );
 }
 
+pub async fn a_group_loads_in_one_transaction(w: &impl Probe) {
+    let c = catalog(CATALOG_V1);
+    w.migrate(&c).await.unwrap();
+    let (facts, profiles) = (table(&c, "facts"), table(&c, "profiles"));
+    let a = Batch::new("ga", facts, &[fact("e1", 0, Some("a")), fact("e2", 0, Some("b"))]);
+    let p = Batch::new("gp", profiles, &[profile("ev1", T1, "100", 0, "a", "a-100")]);
+    // Overlaps `a` (PostgreSQL takes its staged path, after `p` used one already).
+    let b = Batch::new("gb", facts, &[fact("e2", 0, Some("b")), fact("e3", 0, Some("c"))]);
+    let q = Batch::new("gq", profiles, &[profile("ev2", T2, "101", 0, "a", "a-101")]);
+    let outcomes = w
+        .load_all(&[
+            a.request(facts),
+            p.request(profiles),
+            b.request(facts),
+            q.request(profiles),
+            a.request(facts),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        outcomes,
+        vec![
+            LoadOutcome::Loaded { inserted: 2 },
+            LoadOutcome::Loaded { inserted: 1 },
+            LoadOutcome::Loaded { inserted: 1 },
+            LoadOutcome::Loaded { inserted: 1 },
+            LoadOutcome::AlreadyLoaded,
+        ],
+        "one outcome per request, in order; the batch named twice loads once"
+    );
+    assert_eq!(
+        w.rows(facts).await,
+        vec![
+            fact("e1", 0, Some("a")),
+            fact("e2", 0, Some("b")),
+            fact("e3", 0, Some("c"))
+        ]
+    );
+    assert_eq!(w.rows(profiles).await[0][7].as_deref(), Some("a-101"));
+    assert_eq!(w.manifest().await.len(), 4);
+    assert_eq!(
+        w.load_all(&[a.request(facts), b.request(facts)]).await.unwrap(),
+        vec![LoadOutcome::AlreadyLoaded; 2]
+    );
+    assert_eq!(w.load_all(&[]).await.unwrap(), Vec::<LoadOutcome>::new());
+}
+
+pub async fn a_failed_group_commits_nothing(w: &impl Probe) {
+    let c = catalog(CATALOG_V1);
+    w.migrate(&c).await.unwrap();
+    let (facts, profiles) = (table(&c, "facts"), table(&c, "profiles"));
+    let good = Batch::new("good", facts, &[fact("e1", 0, Some("fine"))]);
+    let p = Batch::new("p", profiles, &[profile("ev1", T1, "100", 0, "a", "a-100")]);
+    let mut text_in_bigint = fact("e2", 0, Some("x"));
+    text_in_bigint[7] = Some("abc".into());
+    let bad = Batch::new("bad", facts, &[text_in_bigint]);
+    let e = w
+        .load_all(&[good.request(facts), p.request(profiles), bad.request(facts)])
+        .await
+        .expect_err("the last batch of the group is bad");
+    assert_eq!(classify(&e), ErrorClass::Permanent, "{e}");
+    for b in [&good, &p, &bad] {
+        assert!(
+            !w.is_loaded(&b.key, &b.metadata.sha256).await.unwrap(),
+            "{}",
+            b.key
+        );
+    }
+    assert_eq!(w.rows(facts).await, Vec::<Row>::new());
+    assert_eq!(w.rows(profiles).await, Vec::<Row>::new());
+    assert_eq!(w.manifest().await, Vec::<ManifestRow>::new());
+    assert_eq!(
+        w.load_all(&[good.request(facts), p.request(profiles)])
+            .await
+            .unwrap(),
+        vec![LoadOutcome::Loaded { inserted: 1 }; 2],
+        "the good batches load once the bad one is out of the group"
+    );
+}
+
 pub async fn unknown_columns_are_permanent(w: &impl Probe) {
     let c = catalog(CATALOG_V1);
     w.migrate(&c).await.unwrap();
@@ -780,6 +860,8 @@ macro_rules! behaviour_tests {
             bad_values_are_permanent_and_commit_nothing,
             failure_mid_load_commits_nothing,
             unknown_columns_are_permanent,
+            a_group_loads_in_one_transaction,
+            a_failed_group_commits_nothing,
             new_catalog_columns_are_added,
             schema_diff_names_differences,
             concurrent_loads_of_one_batch,

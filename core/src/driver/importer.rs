@@ -2,9 +2,11 @@
 //!
 //! For each queue message: parse the notification; for each object it names, read the object and
 //! its metadata, ask [`decide`] whether to load, skip (the manifest has it), retry later or
-//! dead-letter; verify the content; load in one transaction with its manifest row. The message is
-//! acknowledged only after every object in it is loaded or skipped, so a crash at any point means
-//! a redelivery, which the manifest turns into a skip.
+//! dead-letter; verify the content. The batches of one receive that are to load go to the
+//! warehouse together ([`Warehouse::load_all`]: one transaction, each batch with its manifest
+//! row); if that group fails, each batch is loaded alone, so a failure is charged to its own
+//! batch. A message is acknowledged only after every object in it is loaded or skipped, so a crash
+//! at any point means a redelivery, which the manifest turns into a skip.
 
 use std::future::Future;
 use std::time::Duration;
@@ -12,13 +14,13 @@ use std::time::Duration;
 use futures::FutureExt;
 
 use crate::batch::BatchMetadata;
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, Table};
 use crate::import::{
-    Backoff, Decision, ImportInput, WarehouseError, classify, decide, parse_message, verify,
+    Backoff, Decision, ImportInput, ObjectRef, WarehouseError, classify, decide, parse_message, verify,
 };
 use crate::ports::{
     Clock, Entropy, LoadOutcome, LoadRequest, Message, ObjectStore, Observation, Observer, PortError, Queue,
-    Warehouse,
+    StoredObject, Warehouse,
 };
 use crate::time::Timestamp;
 
@@ -33,6 +35,10 @@ pub struct ImporterConfig {
     /// Redshift COPY takes seconds), and many small per-table batches arrive at once when many
     /// tables are active: one loop at a time leaves the warehouse idle between round trips.
     pub concurrency: usize,
+    /// Batches of one receive are loaded together, in one warehouse transaction, up to this many
+    /// bytes of CSV: one commit for many small batches (many active tables) instead of one each.
+    /// A batch larger than this loads alone; the bound is on what the importer holds at once.
+    pub load_group_bytes: usize,
     /// Backoff of failed loads; after `max_attempts` receives a batch is dead-lettered. Keep it
     /// below the queue's own redrive count so the dead letter carries a reason.
     pub backoff: Backoff,
@@ -44,6 +50,7 @@ impl Default for ImporterConfig {
             receive_max: 10,
             receive_wait: Duration::from_secs(1),
             concurrency: 4,
+            load_group_bytes: 8 << 20,
             backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(300), 8),
         }
     }
@@ -64,6 +71,46 @@ enum Verdict {
     Done,
     RetryAt(Timestamp),
     DeadLetter(String),
+}
+
+impl Verdict {
+    /// Adds what one more of the message's objects came to: a dead letter wins, then the first
+    /// retry time.
+    fn merge(&mut self, other: Verdict) {
+        match (&*self, other) {
+            (Verdict::DeadLetter(_), _) | (_, Verdict::Done) | (Verdict::RetryAt(_), Verdict::RetryAt(_)) => {
+            }
+            (_, other) => *self = other,
+        }
+    }
+}
+
+/// A batch that passed every check, waiting to be loaded with the others of its receive.
+struct Ready<'n> {
+    /// Its message's index in the receive.
+    message: usize,
+    object: &'n ObjectRef,
+    stored: StoredObject,
+    metadata: BatchMetadata,
+    table: &'n Table,
+    expected: Vec<String>,
+}
+
+impl Ready<'_> {
+    fn request(&self) -> LoadRequest<'_> {
+        LoadRequest {
+            key: &self.object.key,
+            metadata: &self.metadata,
+            table: self.table,
+            body: &self.stored.body,
+        }
+    }
+}
+
+/// What [`Importer::prepare`] made of an object.
+enum Prepared<'n> {
+    Load(Box<Ready<'n>>),
+    Settled(Verdict),
 }
 
 /// The importer driver.
@@ -142,6 +189,10 @@ where
     }
 
     /// Receives once and handles what came; returns how many messages.
+    ///
+    /// Each object of each message is read, checked and decided on first; the ones to load are
+    /// loaded together, up to [`ImporterConfig::load_group_bytes`] per warehouse transaction, and
+    /// only then is each message acknowledged, delayed or dead-lettered.
     pub async fn step(&self) -> Result<usize, ImporterError> {
         let messages = match self
             .queue
@@ -161,40 +212,49 @@ where
             }
             Err(e) => return Err(e.into()),
         };
-        for message in &messages {
-            self.handle(message).await?;
+        let notifications: Vec<_> = messages.iter().map(|m| parse_message(&m.body)).collect();
+        let mut verdicts = vec![Verdict::Done; messages.len()];
+        let mut group: Vec<Ready<'_>> = Vec::new();
+        for (i, (message, parsed)) in messages.iter().zip(&notifications).enumerate() {
+            let notification = match parsed {
+                Ok(n) => n,
+                Err(e) => {
+                    verdicts[i] = Verdict::DeadLetter(e.to_string());
+                    continue;
+                }
+            };
+            for ignored in &notification.ignored {
+                self.observer.observe(Observation::LoadSkipped {
+                    key: "",
+                    reason: &ignored.to_string(),
+                });
+            }
+            for object in &notification.objects {
+                match self.prepare(message, i, object).await {
+                    Prepared::Load(ready) => {
+                        let bytes: usize = group.iter().map(|r| r.stored.body.len()).sum();
+                        if !group.is_empty() && bytes + ready.stored.body.len() > self.config.load_group_bytes
+                        {
+                            self.load_group(&messages, &mut group, &mut verdicts).await;
+                        }
+                        group.push(*ready);
+                    }
+                    Prepared::Settled(verdict) => verdicts[i].merge(verdict),
+                }
+                if matches!(verdicts[i], Verdict::DeadLetter(_)) {
+                    break;
+                }
+            }
+        }
+        self.load_group(&messages, &mut group, &mut verdicts).await;
+        for (message, verdict) in messages.iter().zip(verdicts) {
+            self.settle(message, verdict).await;
         }
         Ok(messages.len())
     }
 
-    async fn handle(&self, message: &Message) -> Result<(), ImporterError> {
-        let verdict = match parse_message(&message.body) {
-            Err(e) => Verdict::DeadLetter(e.to_string()),
-            Ok(notification) => {
-                for ignored in &notification.ignored {
-                    self.observer.observe(Observation::LoadSkipped {
-                        key: "",
-                        reason: &ignored.to_string(),
-                    });
-                }
-                let mut verdict = Verdict::Done;
-                for object in &notification.objects {
-                    match self.import_object(message, object).await {
-                        Verdict::Done => {}
-                        Verdict::RetryAt(at) => {
-                            if verdict == Verdict::Done {
-                                verdict = Verdict::RetryAt(at);
-                            }
-                        }
-                        dead @ Verdict::DeadLetter(_) => {
-                            verdict = dead;
-                            break;
-                        }
-                    }
-                }
-                verdict
-            }
-        };
+    /// Acknowledges, delays or dead-letters `message` as its verdict says.
+    async fn settle(&self, message: &Message, verdict: Verdict) {
         // Queue calls are retried: losing an ack only means a redelivery (a skip), but a lost
         // dead-letter must not happen, and it won't, since the message stays until it succeeds.
         let (clock, entropy, observer, retry) =
@@ -232,10 +292,14 @@ where
                 error: &e.message,
             });
         }
-        Ok(())
     }
 
-    async fn import_object(&self, message: &Message, object: &crate::import::ObjectRef) -> Verdict {
+    /// Reads one object and its metadata and decides on it; what passes every check (content
+    /// included) is ready to load.
+    async fn prepare<'n>(&self, message: &Message, index: usize, object: &'n ObjectRef) -> Prepared<'n>
+    where
+        'a: 'n,
+    {
         let key = object.key.as_str();
         let stored = match self.store.get(key).await {
             Ok(s) => s,
@@ -244,7 +308,7 @@ where
                     service: e.service,
                     error: &e.message,
                 });
-                return self.retry_verdict(message.receive_count);
+                return Prepared::Settled(self.retry_verdict(message.receive_count));
             }
         };
         let metadata: Option<Result<BatchMetadata, _>> = stored
@@ -259,7 +323,13 @@ where
             Some(Ok(m)) => match self.warehouse.is_loaded(key, &m.sha256).await {
                 Ok(loaded) => loaded,
                 Err(e) => {
-                    return self.after_failure(message, object, metadata.as_ref(), expected.as_deref(), e);
+                    return Prepared::Settled(self.after_failure(
+                        message,
+                        object,
+                        metadata.as_ref(),
+                        expected.as_deref(),
+                        e,
+                    ));
                 }
             },
             _ => false,
@@ -277,47 +347,109 @@ where
         };
         match decide(&input, &self.config.backoff) {
             Decision::Load => {}
-            other => return self.verdict_of(key, other),
+            other => return Prepared::Settled(self.verdict_of(key, other)),
         }
-        let (Some(stored), Some(Ok(meta)), Some(table)) = (stored.as_ref(), metadata.as_ref(), table) else {
-            return Verdict::DeadLetter("load decided without metadata (importer bug)".into());
+        let (Some(stored), Some(Ok(metadata)), Some(table), Some(expected)) =
+            (stored, metadata, table, expected)
+        else {
+            return Prepared::Settled(Verdict::DeadLetter(
+                "load decided without metadata (importer bug)".into(),
+            ));
         };
-        if let Err(reason) = verify(meta, &stored.body) {
-            let reason = reason.to_string();
-            return Verdict::DeadLetter(reason);
+        if let Err(reason) = verify(&metadata, &stored.body) {
+            return Prepared::Settled(Verdict::DeadLetter(reason.to_string()));
+        }
+        Prepared::Load(Box::new(Ready {
+            message: index,
+            object,
+            stored,
+            metadata,
+            table,
+            expected,
+        }))
+    }
+
+    /// Loads the ready batches in one warehouse transaction and records each one's verdict. If
+    /// the group fails, each batch is loaded alone, so that one bad batch neither holds the
+    /// others back nor has its failure charged to them.
+    async fn load_group(&self, messages: &[Message], group: &mut Vec<Ready<'_>>, verdicts: &mut [Verdict]) {
+        if group.is_empty() {
+            return;
         }
         let started = self.clock.now();
-        let request = LoadRequest {
-            key,
-            metadata: meta,
-            table,
-            body: &stored.body,
-        };
-        match self.warehouse.load(request).await {
-            Ok(outcome) => {
-                let inserted = match outcome {
-                    LoadOutcome::Loaded { inserted } => inserted,
-                    LoadOutcome::AlreadyLoaded => 0,
-                };
-                self.observer.observe(Observation::Loaded {
-                    table: &meta.table,
-                    key,
-                    rows: meta.row_count,
-                    inserted,
-                    duration: self.clock.now().saturating_since(started),
-                    min_received_at: meta.min_received_at,
-                    max_received_at: meta.max_received_at,
-                });
-                Verdict::Done
+        let requests: Vec<LoadRequest<'_>> = group.iter().map(Ready::request).collect();
+        let result = self.warehouse.load_all(&requests).await;
+        drop(requests);
+        match result {
+            Ok(outcomes) if outcomes.len() == group.len() => {
+                for (ready, outcome) in group.iter().zip(outcomes) {
+                    self.loaded(ready, outcome, started);
+                }
             }
-            Err(e) => self.after_failure(message, object, metadata.as_ref(), expected.as_deref(), e),
+            result => {
+                if group.len() > 1 {
+                    let error = match &result {
+                        Ok(outcomes) => format!(
+                            "the warehouse returned {} outcomes for {} loads (warehouse adapter bug)",
+                            outcomes.len(),
+                            group.len()
+                        ),
+                        Err(e) => e.to_string(),
+                    };
+                    self.observer.observe(Observation::PortRetry {
+                        service: "warehouse",
+                        error: &format!(
+                            "a group of {} loads failed, loading each alone: {error}",
+                            group.len()
+                        ),
+                    });
+                }
+                for ready in group.iter() {
+                    let started = self.clock.now();
+                    let verdict = match self.warehouse.load(ready.request()).await {
+                        Ok(outcome) => {
+                            self.loaded(ready, outcome, started);
+                            Verdict::Done
+                        }
+                        Err(e) => {
+                            let metadata = Some(Ok(ready.metadata.clone()));
+                            self.after_failure(
+                                &messages[ready.message],
+                                ready.object,
+                                metadata.as_ref(),
+                                Some(&ready.expected),
+                                e,
+                            )
+                        }
+                    };
+                    verdicts[ready.message].merge(verdict);
+                }
+            }
         }
+        group.clear();
+    }
+
+    fn loaded(&self, ready: &Ready<'_>, outcome: LoadOutcome, started: Timestamp) {
+        let inserted = match outcome {
+            LoadOutcome::Loaded { inserted } => inserted,
+            LoadOutcome::AlreadyLoaded => 0,
+        };
+        let meta = &ready.metadata;
+        self.observer.observe(Observation::Loaded {
+            table: &meta.table,
+            key: &ready.object.key,
+            rows: meta.row_count,
+            inserted,
+            duration: self.clock.now().saturating_since(started),
+            min_received_at: meta.min_received_at,
+            max_received_at: meta.max_received_at,
+        });
     }
 
     fn after_failure(
         &self,
         message: &Message,
-        object: &crate::import::ObjectRef,
+        object: &ObjectRef,
         metadata: Option<&Result<BatchMetadata, crate::batch::MetadataError>>,
         expected: Option<&[String]>,
         error: WarehouseError,
@@ -437,8 +569,8 @@ mod tests {
         async fn is_loaded(&self, _: &str, _: &str) -> Result<bool, WarehouseError> {
             Ok(false)
         }
-        async fn load(&self, _: LoadRequest<'_>) -> Result<LoadOutcome, WarehouseError> {
-            Ok(LoadOutcome::AlreadyLoaded)
+        async fn load_all(&self, requests: &[LoadRequest<'_>]) -> Result<Vec<LoadOutcome>, WarehouseError> {
+            Ok(vec![LoadOutcome::AlreadyLoaded; requests.len()])
         }
     }
 
@@ -524,5 +656,244 @@ mod tests {
         let mut run = Box::pin(importer.run(std::future::pending()));
         assert!(run.as_mut().now_or_never().is_none());
         assert_eq!(queue.0.load(std::sync::atomic::Ordering::SeqCst), 3);
+    }
+
+    /// A store of ready batches of table `t`, a queue delivering one notification for each, and a
+    /// warehouse that records its groups and refuses (as poison) every group holding `bad`.
+    struct Batches {
+        objects: std::collections::BTreeMap<String, StoredObject>,
+        queue: Mutex<Vec<Message>>,
+        settled: Mutex<Vec<(String, &'static str)>>,
+    }
+
+    impl Batches {
+        fn new(catalog: &Catalog, count: u128) -> Self {
+            use sha2::Digest;
+            let shard = crate::position::ShardId::new("shardId-000000000000");
+            let columns: Vec<String> = catalog
+                .table(catalog.table_id("t").unwrap())
+                .column_names()
+                .map(str::to_owned)
+                .collect();
+            let at = Timestamp::from_millis(1_700_000_000_000);
+            let mut objects = std::collections::BTreeMap::new();
+            let mut messages = Vec::new();
+            for i in 0..count {
+                let first =
+                    crate::position::Position::new(crate::position::SequenceNumber::from_u128(2 * i + 1), 0);
+                let last =
+                    crate::position::Position::new(crate::position::SequenceNumber::from_u128(2 * i + 2), 0);
+                let mut body = Vec::new();
+                for _ in 0..2 {
+                    body.extend(
+                        std::iter::repeat_n("x", columns.len())
+                            .collect::<Vec<_>>()
+                            .join(",")
+                            .bytes(),
+                    );
+                    body.push(b'\n');
+                }
+                let metadata = BatchMetadata {
+                    table: "t".into(),
+                    columns: columns.clone(),
+                    row_count: 2,
+                    shard: shard.clone(),
+                    first: first.clone(),
+                    last: last.clone(),
+                    catalog_version: catalog.version().into(),
+                    sha256: hex::encode(sha2::Sha256::digest(&body)),
+                    min_received_at: at,
+                    max_received_at: at,
+                    compression: Default::default(),
+                };
+                let key = crate::batch::object_key("t", at, &shard, &first, &last, Default::default());
+                messages.push(Message {
+                    id: format!("m{i}"),
+                    receipt: format!("r{i}"),
+                    body: crate::import::object_created_message("b", &key, body.len() as u64, i as u64, at),
+                    receive_count: 1,
+                });
+                objects.insert(
+                    key,
+                    StoredObject {
+                        body,
+                        metadata: metadata.to_pairs(),
+                    },
+                );
+            }
+            Batches {
+                objects,
+                queue: Mutex::new(messages),
+                settled: Mutex::new(Vec::new()),
+            }
+        }
+
+        fn key(&self, i: usize) -> String {
+            self.objects.keys().nth(i).unwrap().clone()
+        }
+    }
+
+    impl Queue for Batches {
+        async fn receive(&self, max: usize, _: Duration) -> Result<Vec<Message>, PortError> {
+            let mut q = self.queue.lock().unwrap();
+            let n = max.min(q.len());
+            Ok(q.drain(..n).collect())
+        }
+        async fn ack(&self, m: &Message) -> Result<(), PortError> {
+            self.settled.lock().unwrap().push((m.id.clone(), "ack"));
+            Ok(())
+        }
+        async fn retry_after(&self, m: &Message, _: Duration) -> Result<(), PortError> {
+            self.settled.lock().unwrap().push((m.id.clone(), "retry"));
+            Ok(())
+        }
+        async fn dead_letter(&self, m: &Message, _: &str) -> Result<(), PortError> {
+            self.settled.lock().unwrap().push((m.id.clone(), "dead letter"));
+            Ok(())
+        }
+    }
+
+    impl ObjectStore for Batches {
+        async fn put_batch(
+            &self,
+            _: &str,
+            _: crate::ports::Bytes,
+            _: &BatchMetadata,
+        ) -> Result<(), PortError> {
+            Ok(())
+        }
+        async fn put(&self, _: &str, _: Vec<u8>, _: &str) -> Result<(), PortError> {
+            Ok(())
+        }
+        async fn get(&self, key: &str) -> Result<Option<StoredObject>, PortError> {
+            Ok(self.objects.get(key).cloned())
+        }
+    }
+
+    #[derive(Default)]
+    struct Groups {
+        bad: Option<String>,
+        calls: Mutex<Vec<Vec<String>>>,
+    }
+    impl Warehouse for Groups {
+        async fn migrate(&self, _: &Catalog) -> Result<(), WarehouseError> {
+            Ok(())
+        }
+        async fn is_loaded(&self, _: &str, _: &str) -> Result<bool, WarehouseError> {
+            Ok(false)
+        }
+        async fn load_all(&self, requests: &[LoadRequest<'_>]) -> Result<Vec<LoadOutcome>, WarehouseError> {
+            let keys: Vec<String> = requests.iter().map(|r| r.key.to_owned()).collect();
+            let poisoned = keys.iter().any(|k| Some(k) == self.bad.as_ref());
+            self.calls.lock().unwrap().push(keys);
+            if poisoned {
+                return Err(WarehouseError::with_sqlstate(
+                    "22P02",
+                    "invalid input syntax for type bigint",
+                ));
+            }
+            Ok(vec![LoadOutcome::Loaded { inserted: 2 }; requests.len()])
+        }
+    }
+
+    fn table_t() -> Catalog {
+        Catalog::load([Source {
+            name: "c.toml".into(),
+            text: "[[events]]\ntype = \"e\"\n[[events.outputs]]\ntable = \"t\"\ncolumns = [ { name = \"a\", type = \"text\", pointer = \"/a\" } ]\n".into(),
+        }])
+        .unwrap()
+    }
+
+    fn step_once(batches: &Batches, warehouse: &Groups, catalog: &Catalog, load_group_bytes: usize) {
+        let config = ImporterConfig {
+            load_group_bytes,
+            ..ImporterConfig::default()
+        };
+        futures::executor::block_on(async {
+            let importer = Importer::start(
+                batches,
+                batches,
+                warehouse,
+                &Now,
+                &Half,
+                &NoObserver,
+                catalog,
+                config,
+            )
+            .await
+            .unwrap();
+            assert_eq!(importer.step().await.unwrap(), batches.objects.len());
+        });
+    }
+
+    #[test]
+    fn the_batches_of_a_receive_load_in_one_group() {
+        let catalog = table_t();
+        let batches = Batches::new(&catalog, 4);
+        let warehouse = Groups::default();
+        step_once(&batches, &warehouse, &catalog, 8 << 20);
+        let keys: Vec<String> = (0..4).map(|i| batches.key(i)).collect();
+        assert_eq!(
+            *warehouse.calls.lock().unwrap(),
+            vec![keys],
+            "one transaction for the four"
+        );
+        assert_eq!(
+            batches
+                .settled
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(_, s)| *s == "ack")
+                .count(),
+            4
+        );
+    }
+
+    #[test]
+    fn groups_stop_at_their_byte_bound() {
+        let catalog = table_t();
+        let batches = Batches::new(&catalog, 4);
+        let one = batches.objects.values().next().unwrap().body.len();
+        let warehouse = Groups::default();
+        // Room for two batches per group, not three.
+        step_once(&batches, &warehouse, &catalog, 2 * one + 1);
+        let sizes: Vec<usize> = warehouse.calls.lock().unwrap().iter().map(Vec::len).collect();
+        assert_eq!(sizes, vec![2, 2]);
+    }
+
+    #[test]
+    fn a_failed_group_loads_each_batch_alone() {
+        let catalog = table_t();
+        let batches = Batches::new(&catalog, 3);
+        let bad = batches.key(1);
+        let warehouse = Groups {
+            bad: Some(bad.clone()),
+            ..Groups::default()
+        };
+        step_once(&batches, &warehouse, &catalog, 8 << 20);
+        let calls = warehouse.calls.lock().unwrap().clone();
+        let (k0, k2) = (batches.key(0), batches.key(2));
+        assert_eq!(
+            calls,
+            vec![
+                vec![k0.clone(), bad.clone(), k2.clone()],
+                vec![k0],
+                vec![bad],
+                vec![k2]
+            ],
+            "the group, then each batch alone"
+        );
+        let mut settled = batches.settled.lock().unwrap().clone();
+        settled.sort();
+        assert_eq!(
+            settled,
+            vec![
+                ("m0".into(), "ack"),
+                ("m1".into(), "dead letter"),
+                ("m2".into(), "ack")
+            ],
+            "only the bad batch's message is dead-lettered"
+        );
     }
 }

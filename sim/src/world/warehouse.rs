@@ -120,10 +120,14 @@ impl MemWarehouse {
         lock(&self.state).commits
     }
 
-    /// A fault for `key`, unless it has had its share.
-    fn inject(&self, key: &str, fault: Fault) -> bool {
+    /// A fault for a load of `keys` (one transaction), unless one of them has had its share;
+    /// each of them is charged with it.
+    fn inject(&self, keys: &[&str], fault: Fault) -> bool {
         let mut s = lock(&self.state);
-        if s.injected.get(key).copied().unwrap_or(0) >= MAX_INJECTED_PER_KEY {
+        if keys
+            .iter()
+            .any(|k| s.injected.get(*k).copied().unwrap_or(0) >= MAX_INJECTED_PER_KEY)
+        {
             return false;
         }
         drop(s);
@@ -131,7 +135,9 @@ impl MemWarehouse {
             return false;
         }
         s = lock(&self.state);
-        *s.injected.entry(key.to_owned()).or_default() += 1;
+        for key in keys {
+            *s.injected.entry((*key).to_owned()).or_default() += 1;
+        }
         true
     }
 
@@ -152,7 +158,7 @@ impl MemWarehouse {
                 "connection refused (the database system is starting up)",
             ));
         }
-        if self.inject(key, Fault::WarehouseTransient) {
+        if self.inject(&[key], Fault::WarehouseTransient) {
             return Err(WarehouseError::with_sqlstate(
                 "40001",
                 "could not serialize access due to concurrent update",
@@ -161,7 +167,30 @@ impl MemWarehouse {
         Ok(())
     }
 
-    /// Applies a load in one transaction; the outcome and how many rows were new.
+    /// Applies a group of loads as one transaction: every table must be there before any is
+    /// written.
+    fn apply_all(
+        &self,
+        requests: &[LoadRequest<'_>],
+        staged: Vec<Vec<Row>>,
+    ) -> Result<Vec<LoadOutcome>, WarehouseError> {
+        {
+            let s = lock(&self.state);
+            if let Some(missing) = requests.iter().find(|r| !s.tables.contains_key(&r.table.name)) {
+                return Err(WarehouseError::new(
+                    WarehouseErrorKind::Database,
+                    format!("relation {} does not exist", missing.table.name),
+                ));
+            }
+        }
+        requests
+            .iter()
+            .zip(staged)
+            .map(|(req, rows)| self.apply(req, rows))
+            .collect()
+    }
+
+    /// Applies one load of a transaction; the outcome and how many rows were new.
     fn apply(&self, req: &LoadRequest<'_>, staged: Vec<Row>) -> Result<LoadOutcome, WarehouseError> {
         let now = self.ctx.clock.now();
         let manifest_key = (req.key.to_owned(), req.metadata.sha256.clone());
@@ -252,38 +281,16 @@ impl Warehouse for MemWarehouse {
             .contains_key(&(key.to_owned(), sha256.to_owned())))
     }
 
-    async fn load(&self, req: LoadRequest<'_>) -> Result<LoadOutcome, WarehouseError> {
+    async fn load_all(&self, requests: &[LoadRequest<'_>]) -> Result<Vec<LoadOutcome>, WarehouseError> {
         self.ctx.latency(1, 20).await;
-        self.check_up(req.key)?;
-        let rows = parse_rows(req.body).map_err(|e| bad(e.to_string()))?;
-        // Map the batch's columns onto the table's, by name.
-        let table_cols: Vec<&str> = req.table.column_names().collect();
-        let index: Vec<usize> = req
-            .metadata
-            .columns
-            .iter()
-            .map(|c| {
-                table_cols
-                    .iter()
-                    .position(|t| t == c)
-                    .ok_or_else(|| bad(format!("no column {c}")))
-            })
-            .collect::<Result<_, _>>()?;
-        let mut staged = Vec::with_capacity(rows.len());
-        for r in rows {
-            if r.len() != index.len() {
-                return Err(bad(format!(
-                    "row has {} fields, expected {}",
-                    r.len(),
-                    index.len()
-                )));
-            }
-            let mut row = vec![None; table_cols.len()];
-            for (v, &i) in r.into_iter().zip(&index) {
-                row[i] = v;
-            }
-            staged.push(row);
+        let keys: Vec<&str> = requests.iter().map(|r| r.key).collect();
+        for key in &keys {
+            self.check_up(key)?;
         }
+        let staged = requests
+            .iter()
+            .map(stage)
+            .collect::<Result<Vec<Vec<Row>>, WarehouseError>>()?;
         // The transaction runs for a while; a crash or a restart meanwhile rolls it back.
         if self.ctx.chance(Fault::ImporterCrashBeforeCommit) {
             self.ctx.crash_current();
@@ -293,7 +300,7 @@ impl Warehouse for MemWarehouse {
         } else {
             self.ctx.latency(5, 80).await;
         }
-        if self.inject(req.key, Fault::WarehouseRestart) {
+        if self.inject(&keys, Fault::WarehouseRestart) {
             let until = self.ctx.clock.now().saturating_add(self.ctx.millis(500, 5_000));
             lock(&self.state).down_until = Some(until);
             return Err(WarehouseError::new(
@@ -301,19 +308,55 @@ impl Warehouse for MemWarehouse {
                 "server closed the connection unexpectedly",
             ));
         }
-        self.check_up(req.key)?;
-        let outcome = self.apply(&req, staged)?;
+        for key in &keys {
+            self.check_up(key)?;
+        }
+        let outcomes = self.apply_all(requests, staged)?;
         if self.ctx.chance(Fault::ImporterCrashAfterCommit) {
             self.ctx.crash_current();
             self.ctx.latency(1, 10).await;
         }
-        if self.inject(req.key, Fault::WarehouseCommitLost) {
+        if self.inject(&keys, Fault::WarehouseCommitLost) {
             self.ctx.latency(100, 3_000).await;
             return Err(WarehouseError::new(
                 WarehouseErrorKind::Timeout,
                 "statement timeout waiting for the reply",
             ));
         }
-        Ok(outcome)
+        Ok(outcomes)
     }
+}
+
+/// A batch's rows in its table's column order, as the COPY would read them.
+fn stage(req: &LoadRequest<'_>) -> Result<Vec<Row>, WarehouseError> {
+    let rows = parse_rows(req.body).map_err(|e| bad(e.to_string()))?;
+    // Map the batch's columns onto the table's, by name.
+    let table_cols: Vec<&str> = req.table.column_names().collect();
+    let index: Vec<usize> = req
+        .metadata
+        .columns
+        .iter()
+        .map(|c| {
+            table_cols
+                .iter()
+                .position(|t| t == c)
+                .ok_or_else(|| bad(format!("no column {c}")))
+        })
+        .collect::<Result<_, _>>()?;
+    let mut staged = Vec::with_capacity(rows.len());
+    for r in rows {
+        if r.len() != index.len() {
+            return Err(bad(format!(
+                "row has {} fields, expected {}",
+                r.len(),
+                index.len()
+            )));
+        }
+        let mut row = vec![None; table_cols.len()];
+        for (v, &i) in r.into_iter().zip(&index) {
+            row[i] = v;
+        }
+        staged.push(row);
+    }
+    Ok(staged)
 }
