@@ -605,18 +605,20 @@ async fn suite_producer(
 async fn suite_drains(env: &Env, cli: &Cli, report: &mut Report) -> anyhow::Result<()> {
     let n = cli.drain_events;
     let mut lines = vec![
-        "| run | events | fill events/s | drain events/s | drain MiB/s | consumer peak RSS |".to_owned(),
-        "|---|---|---|---|---|---|".to_owned(),
+        "| run | events | fill events/s | drain events/s | drain MiB/s | batches | consumer peak RSS |"
+            .to_owned(),
+        "|---|---|---|---|---|---|---|".to_owned(),
     ];
     let mut drains = Vec::new();
     let mut consumer_peak = 0u64;
     let mut record = |name: String, d: &suite::Drain, report: &mut Report| {
         lines.push(format!(
-            "| {name} | {} | {:.0} | {:.0} | {:.1} | {:.0} MiB |",
+            "| {name} | {} | {:.0} | {:.0} | {:.1} | {} | {:.0} MiB |",
             d.events,
             d.fill_events_per_s,
             d.drain_events_per_s,
             d.drain_mib_per_s,
+            d.batches,
             d.consumer_peak_rss as f64 / 1048576.0
         ));
         consumer_peak = consumer_peak.max(d.consumer_peak_rss);
@@ -625,6 +627,7 @@ async fn suite_drains(env: &Env, cli: &Cli, report: &mut Report) -> anyhow::Resu
             &format!("drain_{name}_consumer_rss_mib"),
             d.consumer_peak_rss as f64 / 1048576.0,
         );
+        report.set(&format!("drain_{name}_batches"), d.batches as f64);
         report.set(&format!("drain_{name}_lost"), d.verdict.lost as f64);
         report.set(&format!("drain_{name}_duplicated"), d.verdict.duplicated as f64);
     };

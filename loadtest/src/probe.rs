@@ -114,6 +114,21 @@ impl Probe {
         })
     }
 
+    /// Batches loaded so far (manifest rows).
+    pub async fn loaded_batches(&self) -> anyhow::Result<i64> {
+        Ok(match self {
+            Probe::Sqlite(pool) => {
+                sqlx::query_scalar("SELECT COUNT(*) FROM microbatch_manifest")
+                    .fetch_one(pool)
+                    .await?
+            }
+            Probe::Postgres { pool, .. } => {
+                let sql = format!("SELECT COUNT(*) FROM {}", self.table("microbatch_manifest"));
+                sqlx::query_scalar(&sql).fetch_one(pool).await?
+            }
+        })
+    }
+
     pub async fn close(&self) {
         match self {
             Probe::Sqlite(pool) => pool.close().await,

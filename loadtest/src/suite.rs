@@ -179,6 +179,8 @@ pub struct Drain {
     pub drain_events_per_s: f64,
     pub drain_mib_per_s: f64,
     pub consumer_peak_rss: u64,
+    /// Batches loaded (one object, one queue message, one manifest row each).
+    pub batches: u64,
     pub verdict: Verdict,
 }
 
@@ -263,6 +265,7 @@ pub async fn drain(
     progress.finish_and_clear();
     let tracker = Tracker::new(workload.clone(), events, fill.start_unix_us);
     let verdict = tracker.verdict(&probe, &fill.fates).await?;
+    let batches = probe.loaded_batches().await? as u64;
     probe.close().await;
     let peaks = target.stop().await?;
     for (role, peak) in peaks {
@@ -276,6 +279,7 @@ pub async fn drain(
         drain_events_per_s: accepted as f64 / secs,
         drain_mib_per_s: bytes as f64 / (1 << 20) as f64 / secs,
         consumer_peak_rss: consumer_peak,
+        batches,
         verdict,
     })
 }
