@@ -206,6 +206,17 @@ pub trait Queue: Send + Sync {
     ) -> impl Future<Output = Result<Vec<Message>, PortError>> + Send;
     /// Deletes the message: it is done.
     fn ack(&self, message: &Message) -> impl Future<Output = Result<(), PortError>> + Send;
+    /// Deletes several messages in one call (SQS `DeleteMessageBatch`, one transaction locally);
+    /// one result per message, in order. The default acks them one at a time.
+    fn ack_all(&self, messages: &[&Message]) -> impl Future<Output = Vec<Result<(), PortError>>> + Send {
+        async move {
+            let mut results = Vec::with_capacity(messages.len());
+            for message in messages {
+                results.push(self.ack(message).await);
+            }
+            results
+        }
+    }
     /// Makes the message visible again after `delay` (a retry with backoff).
     fn retry_after(
         &self,

@@ -368,6 +368,40 @@ impl Queue for SqliteQueue {
         Ok(())
     }
 
+    /// One write transaction (one fsync) for all of them.
+    async fn ack_all(&self, messages: &[&Message]) -> Vec<Result<(), PortError>> {
+        let context = "cannot ack";
+        let all_failed = |e: PortError| messages.iter().map(|_| Err(e.clone())).collect();
+        let mut tx = match self.db.begin_write(SERVICE).await {
+            Ok(tx) => tx,
+            Err(e) => return all_failed(e),
+        };
+        let mut results = Vec::with_capacity(messages.len());
+        for message in messages {
+            let id = match message_id(message) {
+                Ok(id) => id,
+                Err(e) => {
+                    results.push(Err(e));
+                    continue;
+                }
+            };
+            let deleted = sqlx::query("DELETE FROM messages WHERE id = ?1 AND receipt = ?2")
+                .bind(id)
+                .bind(&message.receipt)
+                .execute(&mut *tx)
+                .await;
+            match deleted {
+                Ok(done) if done.rows_affected() == 0 => results.push(Err(stale(message))),
+                Ok(_) => results.push(Ok(())),
+                Err(e) => return all_failed(db_error(SERVICE, context, e)),
+            }
+        }
+        if let Err(e) = tx.commit().await {
+            return all_failed(db_error(SERVICE, context, e));
+        }
+        results
+    }
+
     async fn retry_after(&self, message: &Message, delay: Duration) -> Result<(), PortError> {
         let visible_at = now().saturating_add(delay).as_micros();
         let updated = sqlx::query("UPDATE messages SET visible_at = ?3 WHERE id = ?1 AND receipt = ?2")
@@ -431,6 +465,37 @@ mod tests {
     }
 
     const NO_WAIT: Duration = Duration::ZERO;
+
+    #[tokio::test]
+    async fn ack_all_deletes_together_and_names_each_stale_receipt() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = open(dir.path(), Duration::from_secs(60), 0).await;
+        for body in ["a", "b", "c"] {
+            q.send(body).await.unwrap();
+        }
+        let got = q.receive(10, NO_WAIT).await.unwrap();
+        assert_eq!(got.len(), 3);
+        let mut stale = got[1].clone();
+        stale.receipt = "r-old".into();
+        let mut foreign = got[2].clone();
+        foreign.id = "not-a-number".into();
+        let results = q.ack_all(&[&got[0], &stale, &foreign, &got[2]]).await;
+        assert_eq!(results.len(), 4);
+        assert!(results[0].is_ok() && results[3].is_ok(), "{results:?}");
+        let e = results[1].as_ref().unwrap_err();
+        assert!(!e.retryable && e.message.contains("stale"), "{e}");
+        assert!(results[2].is_err());
+        assert_eq!(
+            q.depth().await.unwrap(),
+            QueueDepth {
+                visible: 0,
+                in_flight: 1,
+                dead: 0
+            },
+            "only the message behind the stale receipt is left"
+        );
+        assert_eq!(q.ack_all(&[]).await, Vec::<Result<(), PortError>>::new());
+    }
 
     #[tokio::test]
     async fn visibility_redelivery_and_stale_receipts() {

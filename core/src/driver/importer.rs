@@ -247,8 +247,31 @@ where
             }
         }
         self.load_group(&messages, &mut group, &mut verdicts).await;
+        let done: Vec<&Message> = messages
+            .iter()
+            .zip(&verdicts)
+            .filter(|(_, v)| **v == Verdict::Done)
+            .map(|(m, _)| m)
+            .collect();
+        if !done.is_empty() {
+            let acks = self.queue.ack_all(&done).await;
+            for (i, message) in done.iter().enumerate() {
+                match acks.get(i) {
+                    Some(Ok(())) => {}
+                    // Retried one at a time; a stale receipt is reported there too.
+                    Some(Err(e)) if e.retryable => self.settle(message, Verdict::Done).await,
+                    Some(Err(e)) => self.observer.observe(Observation::PortRetry {
+                        service: e.service,
+                        error: &e.message,
+                    }),
+                    None => self.settle(message, Verdict::Done).await,
+                }
+            }
+        }
         for (message, verdict) in messages.iter().zip(verdicts) {
-            self.settle(message, verdict).await;
+            if verdict != Verdict::Done {
+                self.settle(message, verdict).await;
+            }
         }
         Ok(messages.len())
     }
@@ -664,6 +687,8 @@ mod tests {
         objects: std::collections::BTreeMap<String, StoredObject>,
         queue: Mutex<Vec<Message>>,
         settled: Mutex<Vec<(String, &'static str)>>,
+        /// How many messages each `ack_all` carried.
+        ack_calls: Mutex<Vec<usize>>,
     }
 
     impl Batches {
@@ -725,6 +750,7 @@ mod tests {
                 objects,
                 queue: Mutex::new(messages),
                 settled: Mutex::new(Vec::new()),
+                ack_calls: Mutex::new(Vec::new()),
             }
         }
 
@@ -742,6 +768,12 @@ mod tests {
         async fn ack(&self, m: &Message) -> Result<(), PortError> {
             self.settled.lock().unwrap().push((m.id.clone(), "ack"));
             Ok(())
+        }
+        async fn ack_all(&self, messages: &[&Message]) -> Vec<Result<(), PortError>> {
+            self.ack_calls.lock().unwrap().push(messages.len());
+            let mut settled = self.settled.lock().unwrap();
+            settled.extend(messages.iter().map(|m| (m.id.clone(), "ack")));
+            vec![Ok(()); messages.len()]
         }
         async fn retry_after(&self, m: &Message, _: Duration) -> Result<(), PortError> {
             self.settled.lock().unwrap().push((m.id.clone(), "retry"));
@@ -895,5 +927,6 @@ mod tests {
             ],
             "only the bad batch's message is dead-lettered"
         );
+        assert_eq!(*batches.ack_calls.lock().unwrap(), vec![2]);
     }
 }
