@@ -440,7 +440,12 @@ where
             if read.end_of_shard {
                 s.ended = true;
             }
-            let caught_up = count < self.config.read_limit;
+            // Byte limits cut reads short of `read_limit` (Kinesis at 10 MiB, the local stream
+            // too), so a short read only means the tip when the stream cannot say where it is.
+            let caught_up = match read.millis_behind_latest {
+                Some(behind) => behind == 0,
+                None => count < self.config.read_limit,
+            };
             s.next_read = if caught_up {
                 now.saturating_add(self.config.idle_poll)
             } else {
@@ -1068,5 +1073,95 @@ mod tests {
         assert_eq!((store.started(), opened), (10, 8), "two writes still in flight");
         drop(step);
         assert_eq!(consumer.inflight_bytes(), 8192);
+    }
+
+    /// Two records per read, as a byte limit cuts them, saying how far behind the tip it is.
+    struct TwoPerRead(Vec<StreamRecord>, std::sync::atomic::AtomicUsize);
+
+    impl StreamReader for TwoPerRead {
+        async fn list_shards(&self) -> Result<Vec<ShardInfo>, PortError> {
+            OneShard(Vec::new()).list_shards().await
+        }
+        async fn read(
+            &self,
+            _: &ShardId,
+            from: &ReadFrom,
+            _: usize,
+        ) -> Result<crate::ports::ReadBatch, PortError> {
+            self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let start = match from {
+                ReadFrom::Oldest => 0,
+                ReadFrom::At(seq) => self.0.partition_point(|r| &r.seq < seq),
+                ReadFrom::After(seq) => self.0.partition_point(|r| &r.seq <= seq),
+            };
+            let records: Vec<StreamRecord> = self.0[start..].iter().take(2).cloned().collect();
+            let behind = if start + records.len() < self.0.len() {
+                5_000
+            } else {
+                0
+            };
+            Ok(crate::ports::ReadBatch {
+                records,
+                millis_behind_latest: Some(behind),
+                end_of_shard: false,
+            })
+        }
+    }
+
+    #[test]
+    fn a_read_cut_short_behind_the_tip_is_followed_at_once() {
+        let catalog = Catalog::load([Source {
+            name: "c.toml".into(),
+            text: "[[events]]\ntype = \"e\"\n[[events.outputs]]\ntable = \"t\"\ncolumns = [ { name = \"v\", type = \"text\", pointer = \"/v\" } ]\n".into(),
+        }])
+        .unwrap();
+        let t0 = Timestamp::from_millis(1_714_564_800_000);
+        let records: Vec<StreamRecord> = (0..5u128)
+            .map(|i| {
+                let event = Envelope {
+                    id: EventId(format!("evt-{i}")),
+                    event_type: "e".into(),
+                    source: "test".into(),
+                    received_at: t0,
+                    occurred_at: None,
+                    payload: RawValue::from_string(r#"{"v":"x"}"#.into()).unwrap(),
+                };
+                StreamRecord {
+                    seq: SequenceNumber::from_u128(1000 + i),
+                    partition_key: "pk".into(),
+                    data: kpl::encode(&[UserRecord::new("pk", event.encode())]),
+                    arrived_at: t0,
+                }
+            })
+            .collect();
+        let stream = TwoPerRead(records, Default::default());
+        let store = GatedStore::default();
+        let leases = Table::default();
+        // The clock stands still: a read scheduled for later does not happen.
+        let clock = TestClock(Mutex::new(t0));
+        let mut consumer = Consumer::new(
+            &stream,
+            &store,
+            &leases,
+            &clock,
+            &Half,
+            &crate::ports::NoObserver,
+            &catalog,
+            ConsumerConfig {
+                owner: "w".into(),
+                ..ConsumerConfig::default()
+            },
+        )
+        .unwrap();
+        let reads = |n: usize| {
+            assert_eq!(stream.1.load(std::sync::atomic::Ordering::SeqCst), n);
+        };
+        for n in 1..=3 {
+            block_on(consumer.step()).unwrap();
+            reads(n);
+        }
+        // The third read reached the tip: the next waits for the idle poll.
+        block_on(consumer.step()).unwrap();
+        reads(3);
     }
 }
