@@ -264,7 +264,10 @@ pub struct ImportComparison {
     pub files: usize,
     pub rows: u64,
     pub bytes: u64,
+    /// The importer with its defaults (concurrent loops, load groups).
     pub importer_s: f64,
+    /// One loop, one batch per transaction: the way the psql session loads them.
+    pub importer_serial_s: f64,
     pub psql_s: f64,
 }
 
@@ -310,7 +313,7 @@ pub async fn importer_vs_psql(
     }
     let rows: u64 = batches.iter().map(|b| b.meta.row_count).sum();
     let bytes: u64 = batches.iter().map(|b| b.body.len() as u64).sum();
-    let (mut best_importer, mut best_psql) = (f64::MAX, f64::MAX);
+    let (mut best_importer, mut best_serial, mut best_psql) = (f64::MAX, f64::MAX, f64::MAX);
     for _ in 0..rounds.max(1) {
         // psql: one session, one \copy per file, straight into the table.
         reset_schema(url, "lt_psql", catalog).await?.close().await;
@@ -341,59 +344,80 @@ pub async fn importer_vs_psql(
         }
         best_psql = best_psql.min(psql_s);
 
-        // The importer: its driver, over a queue holding one notification per batch.
-        let warehouse = reset_schema(url, "lt_import", catalog).await?;
-        let tmp = tempfile::tempdir()?;
-        let queue = Arc::new(SqliteQueue::open(tmp.path().join("queue.db"), QueueOptions::default()).await?);
-        let store = DirStore::open(tmp.path().join("objects"), "microbatch", queue.clone()).await?;
-        for b in &batches {
-            store.put_batch(&b.key, b.body.clone().into(), &b.meta).await?;
-        }
-        static OBSERVER: MetricsObserver = MetricsObserver { service: "import" };
-        let config = ImporterConfig {
-            receive_wait: Duration::from_millis(100),
+        // The importer as deployed (its default loops and load groups), then with one loop and
+        // one batch per transaction, as the psql session loads them.
+        best_importer =
+            best_importer.min(time_importer(&batches, catalog, url, ImporterConfig::default()).await?);
+        let serial = ImporterConfig {
+            concurrency: 1,
+            load_group_bytes: 1,
             ..ImporterConfig::default()
         };
-        let importer = Importer::start(
-            &*queue,
-            &store,
-            &warehouse,
-            &SystemClock,
-            &OsEntropy,
-            &OBSERVER,
-            catalog,
-            config,
-        )
-        .await?;
-        let probe = Probe::postgres(url, "lt_import").await?;
-        let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-        let t = Instant::now();
-        let watch = async {
-            let deadline = Instant::now() + Duration::from_secs(300);
-            while probe.loaded_rows().await? < rows as i64 {
-                if Instant::now() > deadline {
-                    bail!("the importer did not load every batch within 300 s");
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            let elapsed = t.elapsed().as_secs_f64();
-            let _ = stop_tx.send(true);
-            Ok(elapsed)
-        };
-        let run = importer.run(async move {
-            let _ = stop_rx.wait_for(|s| *s).await;
-        });
-        let (elapsed, ran) = tokio::join!(watch, run);
-        ran?;
-        best_importer = best_importer.min(elapsed?);
-        probe.close().await;
-        warehouse.close().await;
+        best_serial = best_serial.min(time_importer(&batches, catalog, url, serial).await?);
     }
     Ok(ImportComparison {
         files: batches.len(),
         rows,
         bytes,
         importer_s: best_importer,
+        importer_serial_s: best_serial,
         psql_s: best_psql,
     })
+}
+
+/// Seconds for the importer's driver with `config` to load `batches`, over a fresh local queue
+/// holding one notification per batch, into a fresh schema.
+async fn time_importer(
+    batches: &[Batch],
+    catalog: &Catalog,
+    url: &str,
+    config: ImporterConfig,
+) -> anyhow::Result<f64> {
+    let rows: u64 = batches.iter().map(|b| b.meta.row_count).sum();
+    let warehouse = reset_schema(url, "lt_import", catalog).await?;
+    let tmp = tempfile::tempdir()?;
+    let queue = Arc::new(SqliteQueue::open(tmp.path().join("queue.db"), QueueOptions::default()).await?);
+    let store = DirStore::open(tmp.path().join("objects"), "microbatch", queue.clone()).await?;
+    for b in batches {
+        store.put_batch(&b.key, b.body.clone().into(), &b.meta).await?;
+    }
+    static OBSERVER: MetricsObserver = MetricsObserver { service: "import" };
+    let config = ImporterConfig {
+        receive_wait: Duration::from_millis(100),
+        ..config
+    };
+    let importer = Importer::start(
+        &*queue,
+        &store,
+        &warehouse,
+        &SystemClock,
+        &OsEntropy,
+        &OBSERVER,
+        catalog,
+        config,
+    )
+    .await?;
+    let probe = Probe::postgres(url, "lt_import").await?;
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let t = Instant::now();
+    let watch = async {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while probe.loaded_rows().await? < rows as i64 {
+            if Instant::now() > deadline {
+                bail!("the importer did not load every batch within 300 s");
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let elapsed = t.elapsed().as_secs_f64();
+        let _ = stop_tx.send(true);
+        Ok(elapsed)
+    };
+    let run = importer.run(async move {
+        let _ = stop_rx.wait_for(|s| *s).await;
+    });
+    let (elapsed, ran) = tokio::join!(watch, run);
+    ran?;
+    probe.close().await;
+    warehouse.close().await;
+    elapsed
 }

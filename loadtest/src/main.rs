@@ -353,19 +353,23 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
                 let c = baselines::importer_vs_psql(objects, &catalog, &env.pg_url, 2).await?;
                 report.set("importer_vs_psql_copy", c.psql_s / c.importer_s);
                 report.set("importer_s", c.importer_s);
+                report.set("importer_serial_s", c.importer_serial_s);
+                report.set("importer_serial_vs_psql_copy", c.psql_s / c.importer_serial_s);
                 report.set("psql_copy_s", c.psql_s);
                 report.set("import_batches", c.files as f64);
                 report.set("import_rows", c.rows as f64);
                 report.sections.push((
                     "Importer vs psql \\copy".into(),
                     format!(
-                        "{} batch files ({} rows, {:.1} MiB) from the PostgreSQL run: importer (driver, local queue, \
-                         manifest check + COPY into the table + manifest row, one transaction per batch) {:.2} s; one psql session of \\copy straight \
-                         into tables of the same DDL {:.2} s; best of 2 each, alternating.",
+                        "{} batch files ({} rows, {:.1} MiB) from the PostgreSQL run: the importer (driver, local queue, \
+                         manifest check + COPY into the table + manifest row) with its defaults (4 loops, the batches of a \
+                         receive in one transaction) {:.2} s, with one loop and one transaction per batch {:.2} s; one psql \
+                         session of \\copy straight into tables of the same DDL {:.2} s; best of 2 each, alternating.",
                         c.files,
                         c.rows,
                         c.bytes as f64 / 1048576.0,
                         c.importer_s,
+                        c.importer_serial_s,
                         c.psql_s
                     ),
                 ));
