@@ -818,6 +818,37 @@ mod tests {
         }
     }
 
+    /// Events of type `e` into table `t`, one text column `v`.
+    fn one_table() -> Catalog {
+        Catalog::load([Source {
+            name: "c.toml".into(),
+            text: "[[events]]\ntype = \"e\"\n[[events.outputs]]\ntable = \"t\"\ncolumns = [ { name = \"v\", type = \"text\", pointer = \"/v\" } ]\n".into(),
+        }])
+        .unwrap()
+    }
+
+    /// `n` stream records, each one event of [`one_table`] with `v` = `value`.
+    fn records(n: u128, t0: Timestamp, value: &str) -> Vec<StreamRecord> {
+        (0..n)
+            .map(|i| {
+                let event = Envelope {
+                    id: EventId(format!("evt-{i}")),
+                    event_type: "e".into(),
+                    source: "test".into(),
+                    received_at: t0,
+                    occurred_at: None,
+                    payload: RawValue::from_string(format!(r#"{{"v":"{value}"}}"#)).unwrap(),
+                };
+                StreamRecord {
+                    seq: SequenceNumber::from_u128(1000 + i),
+                    partition_key: "pk".into(),
+                    data: kpl::encode(&[UserRecord::new("pk", event.encode())]),
+                    arrived_at: t0,
+                }
+            })
+            .collect()
+    }
+
     /// A store whose batch writes finish only when the test opens their gate, one by one.
     #[derive(Default)]
     struct GatedStore(Mutex<Vec<(bool, Option<std::task::Waker>)>>);
@@ -923,11 +954,7 @@ mod tests {
     /// "released …, which was not held", stopping the consumer).
     #[test]
     fn a_write_from_an_earlier_tenure_releases_nothing() {
-        let catalog = Catalog::load([Source {
-            name: "c.toml".into(),
-            text: "[[events]]\ntype = \"e\"\n[[events.outputs]]\ntable = \"t\"\ncolumns = [ { name = \"v\", type = \"text\", pointer = \"/v\" } ]\n".into(),
-        }])
-        .unwrap();
+        let catalog = one_table();
         let t0 = Timestamp::from_millis(1_714_564_800_000);
         let event = Envelope {
             id: EventId("evt-1".into()),
@@ -1000,31 +1027,10 @@ mod tests {
     /// every write in flight. Writes now wait while buffered + in-flight bytes exceed the budget.
     #[test]
     fn writes_in_flight_count_against_the_budget() {
-        let catalog = Catalog::load([Source {
-            name: "c.toml".into(),
-            text: "[[events]]\ntype = \"e\"\n[[events.outputs]]\ntable = \"t\"\ncolumns = [ { name = \"v\", type = \"text\", pointer = \"/v\" } ]\n".into(),
-        }])
-        .unwrap();
+        let catalog = one_table();
         let t0 = Timestamp::from_millis(1_714_564_800_000);
         let big = "x".repeat(1000);
-        let records: Vec<StreamRecord> = (0..10u128)
-            .map(|i| {
-                let event = Envelope {
-                    id: EventId(format!("evt-{i}")),
-                    event_type: "e".into(),
-                    source: "test".into(),
-                    received_at: t0,
-                    occurred_at: None,
-                    payload: RawValue::from_string(format!(r#"{{"v":"{big}"}}"#)).unwrap(),
-                };
-                StreamRecord {
-                    seq: SequenceNumber::from_u128(1000 + i),
-                    partition_key: "pk".into(),
-                    data: kpl::encode(&[UserRecord::new("pk", event.encode())]),
-                    arrived_at: t0,
-                }
-            })
-            .collect();
+        let records = records(10, t0, &big);
         let stream = OneShard(records);
         let store = GatedStore::default();
         let leases = Table::default();
@@ -1110,30 +1116,9 @@ mod tests {
 
     #[test]
     fn a_read_cut_short_behind_the_tip_is_followed_at_once() {
-        let catalog = Catalog::load([Source {
-            name: "c.toml".into(),
-            text: "[[events]]\ntype = \"e\"\n[[events.outputs]]\ntable = \"t\"\ncolumns = [ { name = \"v\", type = \"text\", pointer = \"/v\" } ]\n".into(),
-        }])
-        .unwrap();
+        let catalog = one_table();
         let t0 = Timestamp::from_millis(1_714_564_800_000);
-        let records: Vec<StreamRecord> = (0..5u128)
-            .map(|i| {
-                let event = Envelope {
-                    id: EventId(format!("evt-{i}")),
-                    event_type: "e".into(),
-                    source: "test".into(),
-                    received_at: t0,
-                    occurred_at: None,
-                    payload: RawValue::from_string(r#"{"v":"x"}"#.into()).unwrap(),
-                };
-                StreamRecord {
-                    seq: SequenceNumber::from_u128(1000 + i),
-                    partition_key: "pk".into(),
-                    data: kpl::encode(&[UserRecord::new("pk", event.encode())]),
-                    arrived_at: t0,
-                }
-            })
-            .collect();
+        let records = records(5, t0, "x");
         let stream = TwoPerRead(records, Default::default());
         let store = GatedStore::default();
         let leases = Table::default();

@@ -599,12 +599,7 @@ mod tests {
 
     #[test]
     fn a_stale_receipt_is_not_fatal() {
-        let text = "[[events]]\ntype = \"e\"\n[[events.outputs]]\ntable = \"t\"\ncolumns = [ { name = \"a\", type = \"text\", pointer = \"/a\" } ]\n";
-        let catalog = Catalog::load([Source {
-            name: "c.toml".into(),
-            text: text.into(),
-        }])
-        .unwrap();
+        let catalog = table_t();
         let message = Message {
             id: "m".into(),
             receipt: "r".into(),
@@ -655,11 +650,7 @@ mod tests {
 
     #[test]
     fn the_configured_number_of_loops_receive_at_once() {
-        let catalog = Catalog::load([Source {
-            name: "c.toml".into(),
-            text: "[[events]]\ntype = \"e\"\n[[events.outputs]]\ntable = \"t\"\ncolumns = [ { name = \"a\", type = \"text\", pointer = \"/a\" } ]\n".into(),
-        }])
-        .unwrap();
+        let catalog = table_t();
         let queue = Waiting::default();
         let config = ImporterConfig {
             concurrency: 3,
