@@ -67,6 +67,27 @@ struct Incoming<'a> {
     payload: Option<&'a RawValue>,
 }
 
+/// An event read from a JSON object only: serde's derive also reads a struct from an array of its
+/// fields in order, and `["order_placed", null, null, null, {…}]` is not an event anyone sent on
+/// purpose.
+struct Event<'a>(Incoming<'a>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Event<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> Visitor<'de> for Visit {
+            type Value = Incoming<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an event object")
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                Incoming::deserialize(de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        deserializer.deserialize_map(Visit).map(Event)
+    }
+}
+
 /// A string that borrows from the body unless it holds escapes (serde's `Cow<str>` borrows only as
 /// a bare field, not inside an `Option`).
 #[derive(Debug)]
@@ -138,8 +159,8 @@ fn deeper_than(value: &Value, limit: usize) -> bool {
 /// at all, the inner one when it is JSON but not an event. The text is checked as plain JSON only
 /// when reading the event failed, so the happy path reads it once.
 fn read_event(text: &str) -> Result<Result<Incoming<'_>, serde_json::Error>, serde_json::Error> {
-    match serde_json::from_str::<Incoming<'_>>(text) {
-        Ok(incoming) => Ok(Ok(incoming)),
+    match serde_json::from_str::<Event<'_>>(text) {
+        Ok(Event(incoming)) => Ok(Ok(incoming)),
         Err(e) => {
             serde_json::from_str::<&RawValue>(text)?;
             Ok(Err(e))
@@ -213,11 +234,11 @@ pub fn parse_events(
         BodyFormat::Json if body.trim_start().starts_with('[') => {
             // Every event in one pass; if any is not an event (or the body not JSON), again
             // event by event to say which.
-            match serde_json::from_str::<Vec<Incoming<'_>>>(body) {
+            match serde_json::from_str::<Vec<Event<'_>>>(body) {
                 Ok(events) => {
                     check_count(events.len(), limits)?;
                     check.envelopes.reserve(events.len());
-                    for (i, incoming) in events.into_iter().enumerate() {
+                    for (i, Event(incoming)) in events.into_iter().enumerate() {
                         check.event(i, Ok(incoming));
                     }
                 }
@@ -226,7 +247,7 @@ pub fn parse_events(
                         .map_err(|e| ApiError::malformed(format!("body is not valid JSON: {e}")))?;
                     check_count(raw.len(), limits)?;
                     for (i, text) in raw.iter().enumerate() {
-                        check.event(i, serde_json::from_str(text.get()));
+                        check.event(i, serde_json::from_str(text.get()).map(|Event(e)| e));
                     }
                 }
             }
@@ -282,7 +303,13 @@ impl<I: IdSource> Check<'_, I> {
 
 /// serde's messages name the field ("missing field `type`", "unknown field `colour`").
 fn not_an_event(e: &serde_json::Error) -> Problem {
-    let reason = e.to_string();
+    let mut reason = e.to_string();
+    // The position is within the event's own text, and the problem already names the event.
+    if e.line() > 0
+        && let Some(at) = reason.rfind(" at line ")
+    {
+        reason.truncate(at);
+    }
     let field = reason.split('`').nth(1).map(|f| format!("/{f}"));
     Problem {
         event: None,
@@ -468,6 +495,27 @@ mod tests {
                 .map(|p| (p.event, p.field, p.reason))
                 .collect(),
         )
+    }
+
+    #[test]
+    fn events_are_objects_not_arrays_of_their_fields() {
+        let fields = r#"["order_refunded",null,null,null,{"order_id":"o","amount":5}]"#;
+        let (status, _, p) = problems(&format!("[{fields}]"));
+        assert_eq!(status, 422);
+        assert_eq!(
+            p,
+            [(
+                Some(0),
+                None,
+                "not an event: invalid type: sequence, expected an event object".into()
+            )]
+        );
+        let e = parse(fields, BodyFormat::NdJson).unwrap_err();
+        assert_eq!(e.status.as_u16(), 422, "{e:?}");
+        assert!(e.problems[0].reason.contains("expected an event object"), "{e:?}");
+        // The object form of the same event is fine.
+        let object = r#"{"type":"order_refunded","payload":{"order_id":"o","amount":5}}"#;
+        assert_eq!(parse(object, BodyFormat::NdJson).unwrap().len(), 1);
     }
 
     #[test]
