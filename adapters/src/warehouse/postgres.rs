@@ -385,6 +385,7 @@ fn insert_sql(target: &str, staging: &str, table: &Table, columns: &[&Column]) -
 
 impl Warehouse for PgWarehouse {
     async fn migrate(&self, catalog: &Catalog) -> Result<(), WarehouseError> {
+        check_name_lengths(catalog)?;
         let has_schema: bool =
             sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = $1)")
                 .bind(&self.schema)
@@ -550,6 +551,34 @@ impl PgWarehouse {
         );
         Ok((LoadOutcome::Loaded { inserted }, Some(path)))
     }
+}
+
+/// PostgreSQL keeps the first 63 bytes of an identifier (`NAMEDATALEN` - 1) and drops the rest
+/// without an error, so two long catalog names could land in one table or column. The catalog
+/// allows Redshift's 127; a PostgreSQL warehouse refuses longer names here, by name.
+fn check_name_lengths(catalog: &Catalog) -> Result<(), WarehouseError> {
+    const MAX: usize = 63;
+    let too_long = |what: String, name: &str| {
+        WarehouseError::with_sqlstate(
+            "42622",
+            format!(
+                "{what} {name:?} is {} bytes; PostgreSQL keeps only the first {MAX} (shorten it in the catalog)",
+                name.len()
+            ),
+        )
+    };
+    for table in catalog.tables() {
+        if table.name.len() > MAX {
+            return Err(too_long("table".into(), &table.name));
+        }
+        if let Some(column) = table.columns.iter().find(|c| c.name.len() > MAX) {
+            return Err(too_long(
+                format!("column of table {:?}", table.name),
+                &column.name,
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Which way a load's rows went into the table.

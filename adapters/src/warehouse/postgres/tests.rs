@@ -675,3 +675,32 @@ async fn a_copy_blocked_by_uncommitted_rows_waits_for_their_fate() {
     );
     f.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_longer_than_postgres_keeps_are_refused_by_name() {
+    let f = fixture().await;
+    let long = "t".repeat(64);
+    let c = catalog(&format!(
+        "[[events]]\ntype = \"e\"\n[[events.outputs]]\ntable = \"{long}\"\ncolumns = [ {{ name = \"a\", type = \"text\", pointer = \"/a\" }} ]\n"
+    ));
+    let e = f.w.migrate(&c).await.unwrap_err();
+    assert_eq!(e.sqlstate.as_deref(), Some("42622"), "{e}");
+    assert!(
+        e.message.contains(&format!(
+            "table \"{long}\" is 64 bytes; PostgreSQL keeps only the first 63"
+        )),
+        "{e}"
+    );
+    let c = catalog(&format!(
+        "[[events]]\ntype = \"e\"\n[[events.outputs]]\ntable = \"t\"\ncolumns = [ {{ name = \"{long}\", type = \"text\", pointer = \"/a\" }} ]\n"
+    ));
+    let e = f.w.migrate(&c).await.unwrap_err();
+    assert!(e.message.contains("column of table \"t\""), "{e}");
+    // 63 bytes is fine.
+    let c = catalog(&format!(
+        "[[events]]\ntype = \"e\"\n[[events.outputs]]\ntable = \"{}\"\ncolumns = [ {{ name = \"a\", type = \"text\", pointer = \"/a\" }} ]\n",
+        "t".repeat(63)
+    ));
+    f.w.migrate(&c).await.unwrap();
+    f.finish().await;
+}
