@@ -83,6 +83,9 @@ pub struct ProducerConfig {
     pub linger_ms: u64,
     /// Seconds a 503 asks the client to wait.
     pub retry_after_secs: u64,
+    /// How long the stream may fail this producer's calls (puts, shard listings) before
+    /// `GET /readyz` answers 503, so that the load balancer sends the traffic elsewhere.
+    pub stream_failure_grace_ms: u64,
     pub webhooks: Vec<WebhookConfig>,
 }
 
@@ -97,6 +100,7 @@ impl Default for ProducerConfig {
             max_pending_events: 200_000,
             linger_ms: 20,
             retry_after_secs: 1,
+            stream_failure_grace_ms: 5_000,
             webhooks: Vec::new(),
         }
     }

@@ -24,6 +24,8 @@ use tower::ServiceExt;
 #[derive(Default)]
 struct MemStream {
     records: Mutex<Vec<PutRecord>>,
+    /// While set, every call fails as an unreachable stream does.
+    down: std::sync::atomic::AtomicBool,
 }
 
 impl MemStream {
@@ -32,8 +34,21 @@ impl MemStream {
     }
 }
 
+impl MemStream {
+    fn check_up(&self) -> Result<(), PortError> {
+        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(PortError::transient(
+                "stream",
+                "AccessDeniedException: not authorized",
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl StreamWriter for MemStream {
     async fn shards(&self) -> Result<Vec<ShardInfo>, PortError> {
+        self.check_up()?;
         let id = ShardId::new("shardId-000000000000");
         Ok(vec![ShardInfo {
             id,
@@ -48,6 +63,7 @@ impl StreamWriter for MemStream {
         &self,
         records: Vec<PutRecord>,
     ) -> Result<Vec<Result<PutAck, PortError>>, PortError> {
+        self.check_up()?;
         let mut all = self.records.lock().unwrap();
         let acks = records
             .iter()
@@ -372,4 +388,103 @@ async fn the_openapi_document_matches_the_routes() {
     .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(paths.len(), 6);
+}
+
+#[tokio::test]
+async fn readiness_follows_whether_the_stream_takes_the_calls() {
+    let config = HttpConfig {
+        stream_failure_grace_ms: 0,
+        ..HttpConfig::default()
+    };
+    let (app, stream) = app(config).await;
+    let get = || Request::get("/readyz").body(Body::empty()).unwrap();
+    let (status, _, body) = call(&app, get()).await;
+    assert_eq!((status, body["status"].as_str()), (StatusCode::OK, Some("ready")));
+
+    // The stream stops taking this producer's calls (credentials, key policy, network): the
+    // request's put fails, and the producer stops being ready.
+    stream.down.store(true, std::sync::atomic::Ordering::SeqCst);
+    let request = tokio::spawn({
+        let app = app.clone();
+        async move { call(&app, post("/v1/events", "application/json", REFUND)).await }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let body = loop {
+        let (status, _, body) = call(&app, get()).await;
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            break body;
+        }
+        assert!(std::time::Instant::now() < deadline, "still ready: {body}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(body["status"], "stream unavailable");
+    assert!(
+        body["error"].as_str().unwrap().contains("AccessDeniedException"),
+        "{body}"
+    );
+    assert!(body["failing_for_ms"].is_u64(), "{body}");
+
+    // Back: the retried put goes through, the request is answered 202, and the producer is ready.
+    stream.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    let (status, _, body) = request.await.unwrap();
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(call(&app, get()).await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_short_stream_failure_within_the_grace_keeps_the_producer_ready() {
+    let (app, stream) = app(HttpConfig::default()).await;
+    stream.down.store(true, std::sync::atomic::Ordering::SeqCst);
+    let request = tokio::spawn({
+        let app = app.clone();
+        async move { call(&app, post("/v1/events", "application/json", REFUND)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (status, _, body) = call(&app, Request::get("/readyz").body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    stream.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(request.await.unwrap().0, StatusCode::ACCEPTED);
+}
+
+#[tokio::test]
+async fn an_idle_producer_hears_of_a_failing_stream_at_its_shard_refresh() {
+    let stream: &'static MemStream = Box::leak(Box::default());
+    let (producer, handle) = Producer::start(
+        stream,
+        &SystemClock,
+        &OsEntropy,
+        &NoObserver,
+        ProducerConfig {
+            shard_refresh: Duration::from_millis(20),
+            ..ProducerConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    tokio::spawn(producer.run(std::future::pending()));
+    let config = HttpConfig {
+        stream_failure_grace_ms: 0,
+        ..HttpConfig::default()
+    };
+    let app = router(Arc::new(AppState::new(catalog(), handle, &config, None)));
+    let get = || Request::get("/readyz").body(Body::empty()).unwrap();
+    assert_eq!(call(&app, get()).await.0, StatusCode::OK);
+    stream.down.store(true, std::sync::atomic::Ordering::SeqCst);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while call(&app, get()).await.0 == StatusCode::OK {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no request, and still ready"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stream.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while call(&app, get()).await.0 != StatusCode::OK {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stream is back, and still not ready"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }

@@ -2,8 +2,8 @@
 //!
 //! - `POST /v1/events`: one JSON event, a JSON array of events, or NDJSON; bearer tokens.
 //! - `POST /v1/webhooks/{source}`: a third party's raw webhook, verified by its signature.
-//! - `GET /healthz` (alive), `GET /readyz` (accepting), `GET /metrics` (Prometheus),
-//!   `GET /openapi.json` (this API, described).
+//! - `GET /healthz` (alive), `GET /readyz` (accepting, and the stream takes its calls),
+//!   `GET /metrics` (Prometheus), `GET /openapi.json` (this API, described).
 //!
 //! `202 Accepted` is answered only once the core producer reports the events durable in the
 //! stream; every other answer means nothing of the request was accepted.
@@ -53,6 +53,8 @@ pub struct AppState {
     pub metrics: Option<PrometheusHandle>,
     /// False while starting and once shutting down.
     pub ready: AtomicBool,
+    /// How long the stream may fail the producer's calls before it is not ready.
+    pub stream_failure_grace: Duration,
 }
 
 impl AppState {
@@ -79,6 +81,7 @@ impl AppState {
             retry_after_secs: config.retry_after_secs,
             metrics,
             ready: AtomicBool::new(true),
+            stream_failure_grace: Duration::from_millis(config.stream_failure_grace_ms),
         }
     }
 }
@@ -283,15 +286,28 @@ async fn post_webhook(
 }
 
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    if state.ready.load(Ordering::Acquire) {
-        Json(json!({"status": "ready", "pending_events": state.handle.pending()})).into_response()
-    } else {
-        (
+    if !state.ready.load(Ordering::Acquire) {
+        return (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({"status": "not ready"})),
         )
-            .into_response()
+            .into_response();
     }
+    if let Some((since, error)) = state.handle.stream_failing_since() {
+        let failing_for = SystemClock.now().saturating_since(since);
+        if failing_for >= state.stream_failure_grace {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({
+                    "status": "stream unavailable",
+                    "failing_for_ms": u64::try_from(failing_for.as_millis()).unwrap_or(u64::MAX),
+                    "error": error,
+                })),
+            )
+                .into_response();
+        }
+    }
+    Json(json!({"status": "ready", "pending_events": state.handle.pending()})).into_response()
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {

@@ -10,8 +10,8 @@
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::channel::{mpsc, oneshot};
@@ -85,6 +85,36 @@ pub struct ProducerHandle {
     tx: mpsc::Sender<Submission>,
     pending: Arc<AtomicUsize>,
     max_pending: usize,
+    health: Arc<StreamHealth>,
+}
+
+/// What the producer last heard from the stream, shared with every [`ProducerHandle`]: the HTTP
+/// layer's readiness says whether the stream takes this producer's calls at all (credentials, key
+/// policy, network), not only whether the process is up.
+#[derive(Debug, Default)]
+struct StreamHealth {
+    /// When the current run of failed calls began, in milliseconds since the epoch; 0 while the
+    /// last call succeeded.
+    failing_since: AtomicI64,
+    last_error: Mutex<String>,
+}
+
+impl StreamHealth {
+    fn succeeded(&self) {
+        self.failing_since.store(0, Ordering::Release);
+    }
+
+    fn failed(&self, now: Timestamp, error: &PortError) {
+        if let Ok(mut last) = self.last_error.lock() {
+            *last = error.to_string();
+        }
+        let _ = self.failing_since.compare_exchange(
+            0,
+            now.as_millis().max(1),
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+    }
 }
 
 impl ProducerHandle {
@@ -122,6 +152,23 @@ impl ProducerHandle {
     pub fn pending(&self) -> usize {
         self.pending.load(Ordering::Acquire)
     }
+
+    /// Since when the stream has been failing the producer's calls — whole `PutRecords` calls and
+    /// shard listings; a throttled record is an answer, not a failure — and the last error; `None`
+    /// once a call succeeds. An idle producer still hears from the stream at every shard refresh.
+    pub fn stream_failing_since(&self) -> Option<(Timestamp, String)> {
+        let since = self.health.failing_since.load(Ordering::Acquire);
+        if since == 0 {
+            return None;
+        }
+        let error = self
+            .health
+            .last_error
+            .lock()
+            .map(|e| e.clone())
+            .unwrap_or_default();
+        Some((Timestamp::from_millis(since), error))
+    }
 }
 
 struct Waiting {
@@ -156,6 +203,7 @@ pub struct Producer<'a, S, C, E, B> {
     inflight: FuturesUnordered<PutFuture<'a>>,
     next_refresh: Timestamp,
     closed: bool,
+    health: Arc<StreamHealth>,
 }
 
 impl<S, C, E, B> std::fmt::Debug for Producer<'_, S, C, E, B> {
@@ -201,10 +249,12 @@ where
             .map_err(|e| PortError::permanent("producer", e.to_string()))?;
         // The channel only carries submissions already counted against max_pending_events.
         let (tx, rx) = mpsc::channel(config.max_pending_events.max(1));
+        let health = Arc::new(StreamHealth::default());
         let handle = ProducerHandle {
             tx,
             pending: Arc::new(AtomicUsize::new(0)),
             max_pending: config.max_pending_events,
+            health: health.clone(),
         };
         let producer = Producer {
             stream,
@@ -220,6 +270,7 @@ where
             inflight: FuturesUnordered::new(),
             next_refresh: clock.now().saturating_add(config.shard_refresh),
             closed: false,
+            health,
             config,
         };
         Ok((producer, handle))
@@ -337,12 +388,23 @@ where
             .extend(due.into_iter().map(|r| (r.aggregate, r.attempt)));
         if now >= self.next_refresh {
             self.next_refresh = now.saturating_add(self.config.shard_refresh);
-            if let Ok(shards) = self.stream.shards().await
-                && let Ok(map) = shard_map(shards)
-                && &map != self.aggregator.shard_map()
-            {
-                let regrouped = self.aggregator.set_shard_map(map);
-                self.ready.extend(regrouped.into_iter().map(|a| (a, 0)));
+            match self.stream.shards().await {
+                Ok(shards) => {
+                    self.health.succeeded();
+                    if let Ok(map) = shard_map(shards)
+                        && &map != self.aggregator.shard_map()
+                    {
+                        let regrouped = self.aggregator.set_shard_map(map);
+                        self.ready.extend(regrouped.into_iter().map(|a| (a, 0)));
+                    }
+                }
+                Err(e) => {
+                    self.observer.observe(Observation::PortRetry {
+                        service: e.service,
+                        error: &e.message,
+                    });
+                    self.health.failed(now, &e);
+                }
             }
         }
     }
@@ -380,6 +442,10 @@ where
 
     fn settle(&mut self, (call, result): (Vec<(Aggregate<u64>, u32)>, PutResults)) {
         let now = self.clock.now();
+        match &result {
+            Ok(_) => self.health.succeeded(),
+            Err(e) => self.health.failed(now, e),
+        }
         let results: Vec<Result<PutAck, PortError>> = match result {
             Ok(per_record) if per_record.len() == call.len() => per_record,
             Ok(per_record) => {
