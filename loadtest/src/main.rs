@@ -677,3 +677,27 @@ async fn suite_drains(env: &Env, cli: &Cli, report: &mut Report) -> anyhow::Resu
     ));
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drain_options_choose_the_drains_and_alone_choose_none() {
+        let cli = Cli::try_parse_from(["microbatch-loadtest", "--suite"]).unwrap();
+        assert_eq!(cli.drain_tables, [1, 10, 100, 500]);
+        assert_eq!(cli.drain_shards, [1, 4]);
+        assert_eq!(cli.drain_sizes, [256, 1024, 4096]);
+        let cli = Cli::try_parse_from([
+            "microbatch-loadtest",
+            "--suite",
+            "--drain-tables",
+            "1,500",
+            "--drain-shards",
+            "--drain-sizes",
+        ])
+        .unwrap();
+        assert_eq!(cli.drain_tables, [1, 500]);
+        assert!(cli.drain_shards.is_empty() && cli.drain_sizes.is_empty());
+    }
+}
