@@ -13,6 +13,7 @@ use crate::catalog::{Catalog, ColumnSource, ColumnType, EnvelopeField, Epoch, Ta
 use crate::csv::RowWriter;
 use crate::event::Envelope;
 use crate::position::{Position, ShardId};
+use crate::storable::{self, Unstorable};
 use crate::time::Timestamp;
 
 /// Why an event produced no rows. Rendered as one line for the `rejected/` area and the logs.
@@ -39,6 +40,15 @@ pub enum Rejection {
     },
     #[error("table {table:?}: {pointer} is not an array to explode")]
     NotAnArray { table: String, pointer: String },
+    /// A value no supported warehouse can store (see [`storable`](crate::storable)).
+    #[error("table {table:?}, column {column:?}: the value {reason}")]
+    Unstorable {
+        table: String,
+        column: String,
+        reason: String,
+    },
+    #[error("table {table:?}: {reason}")]
+    RowUnstorable { table: String, reason: String },
 }
 
 /// The rows one event became: CSV bytes for each row, tagged with its table. Reused across events
@@ -193,13 +203,102 @@ impl<'c> Mapper<'c> {
                             column: col.column.name.clone(),
                             reason,
                         },
+                        CellError::Unstorable(why) => Rejection::Unstorable {
+                            table: table.name.clone(),
+                            column: col.column.name.clone(),
+                            reason: why.to_string(),
+                        },
                     })?;
                 }
                 row.finish();
+                storable::row(out.buf.len() - start).map_err(|why| Rejection::RowUnstorable {
+                    table: table.name.clone(),
+                    reason: why.to_string(),
+                })?;
                 out.rows.push((output.table, start, out.buf.len()));
             }
         }
         Ok(())
+    }
+}
+
+/// A value of an event that no supported warehouse could store, and where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnstorableValue {
+    /// A JSON Pointer into the event as the client sent it (`/payload/items/3/sku`, `/source`).
+    pub field: String,
+    pub table: String,
+    pub column: String,
+    pub reason: Unstorable,
+}
+
+impl<'c> Mapper<'c> {
+    /// Every value of `event` that would land in a column and that no supported warehouse can
+    /// store (at most `limit`), found by the very checks [`Mapper::map`] makes: what the producer
+    /// refuses at the door. `payload` is the event's payload, parsed. Values that do not fit
+    /// their column for other reasons (a missing field, a wrong type) are not reported here: the
+    /// consumer rejects those with the event kept whole in `rejected/`, where a catalog fix can
+    /// recover them.
+    pub fn unstorable(&self, event: &Envelope, payload: &Value, limit: usize) -> Vec<UnstorableValue> {
+        let mut found = Vec::new();
+        let Some(def) = self.catalog.event_type(&event.event_type) else {
+            return found;
+        };
+        let (mut scratch, mut cell) = (String::new(), Vec::new());
+        for output in &def.outputs {
+            let table = self.catalog.table(output.table);
+            let items: Vec<(Option<usize>, Option<&Value>)> = match &output.explode {
+                None => vec![(None, None)],
+                Some(p) => match p.resolve(payload) {
+                    Some(Value::Array(items)) => items
+                        .iter()
+                        .enumerate()
+                        .map(|(i, v)| (Some(i), Some(v)))
+                        .collect(),
+                    _ => Vec::new(),
+                },
+            };
+            for (index, item) in items {
+                for col in &output.columns {
+                    cell.clear();
+                    let mut row = RowWriter::new(&mut cell);
+                    let input = resolve(col, event, payload, item);
+                    if let Err(CellError::Unstorable(reason)) = write_cell(&mut row, col, input, &mut scratch)
+                    {
+                        found.push(UnstorableValue {
+                            field: field_of(&col.source, output.explode.as_ref(), index),
+                            table: table.name.clone(),
+                            column: col.column.name.clone(),
+                            reason,
+                        });
+                        if found.len() >= limit {
+                            return found;
+                        }
+                    }
+                }
+            }
+        }
+        found
+    }
+}
+
+/// Where a column's value is in the event as sent.
+fn field_of(source: &ValueSource, explode: Option<&crate::catalog::Pointer>, index: Option<usize>) -> String {
+    match source {
+        ValueSource::Payload(p) => format!("/payload{}", p.as_str()),
+        ValueSource::Item(p) => format!(
+            "/payload{}/{}{}",
+            explode.map_or("", |e| e.as_str()),
+            index.unwrap_or(0),
+            p.as_str()
+        ),
+        ValueSource::Envelope(f) => match f {
+            EnvelopeField::Id => "/id".into(),
+            EnvelopeField::Type => "/type".into(),
+            EnvelopeField::Source => "/source".into(),
+            EnvelopeField::ReceivedAt => "/received_at".into(),
+            EnvelopeField::OccurredAt => "/occurred_at".into(),
+        },
     }
 }
 
@@ -237,6 +336,13 @@ fn describe(source: &ValueSource) -> String {
 enum CellError {
     Missing,
     Invalid(String),
+    Unstorable(Unstorable),
+}
+
+impl From<Unstorable> for CellError {
+    fn from(u: Unstorable) -> Self {
+        CellError::Unstorable(u)
+    }
 }
 
 fn kind(v: &Value) -> &'static str {
@@ -265,16 +371,14 @@ fn write_cell(
         }
         Input::Missing => Err(CellError::Missing),
         Input::Time(t) => match ty {
-            ColumnType::Timestamp => {
+            ColumnType::Timestamp | ColumnType::Text => {
+                storable::timestamp(t)?;
                 row.plain_bytes(&t.to_iso_bytes());
                 Ok(())
             }
             ColumnType::Date => {
+                storable::timestamp(t)?;
                 row.plain(&t.format_date());
-                Ok(())
-            }
-            ColumnType::Text => {
-                row.plain_bytes(&t.to_iso_bytes());
                 Ok(())
             }
             _ => Err(wrong("a timestamp")),
@@ -284,6 +388,7 @@ fn write_cell(
             (ColumnType::Json, v) => {
                 scratch.clear();
                 write!(scratch, "{v}").expect("writing to a String cannot fail");
+                storable::json(v, scratch.len())?;
                 row.text(scratch);
                 Ok(())
             }
@@ -311,6 +416,7 @@ fn write_cell(
                 let f = n.as_f64().filter(|f| f.is_finite());
                 match f {
                     Some(f) => {
+                        storable::double(f)?;
                         row.float(f);
                         Ok(())
                     }
@@ -333,7 +439,9 @@ fn write_cell(
                 };
                 match micros {
                     Some(m) => {
-                        row.plain_bytes(&Timestamp::from_micros(m).to_iso_bytes());
+                        let t = Timestamp::from_micros(m);
+                        storable::timestamp(t)?;
+                        row.plain_bytes(&t.to_iso_bytes());
                         Ok(())
                     }
                     None => Err(CellError::Invalid(format!(
@@ -354,13 +462,10 @@ fn write_str(
     _scratch: &mut String,
 ) -> Result<(), Option<CellError>> {
     let invalid = |what: &str| Some(CellError::Invalid(format!("expected {ty}, found {s:?} ({what})")));
+    let unstorable = |u: Unstorable| Some(CellError::Unstorable(u));
     match ty {
         ColumnType::Text => {
-            if s.contains('\0') {
-                return Err(Some(CellError::Invalid(
-                    "text contains a NUL character, which PostgreSQL and Redshift cannot store".into(),
-                )));
-            }
+            storable::text(s).map_err(unstorable)?;
             row.text(s);
         }
         ColumnType::Bigint => match s.parse::<i64>() {
@@ -368,7 +473,10 @@ fn write_str(
             Err(_) => return Err(invalid("not a 64-bit integer")),
         },
         ColumnType::Double => match s.parse::<f64>() {
-            Ok(f) if f.is_finite() => row.float(f),
+            Ok(f) if f.is_finite() => {
+                storable::double(f).map_err(unstorable)?;
+                row.float(f);
+            }
             _ => return Err(invalid("not a finite number")),
         },
         ColumnType::Boolean => match s {
@@ -377,15 +485,21 @@ fn write_str(
             _ => return Err(invalid("not true or false")),
         },
         ColumnType::Timestamp => match Timestamp::parse_rfc3339(s) {
-            Ok(t) => row.plain_bytes(&t.to_iso_bytes()),
+            Ok(t) => {
+                storable::timestamp(t).map_err(unstorable)?;
+                row.plain_bytes(&t.to_iso_bytes());
+            }
             Err(_) => return Err(invalid("not RFC 3339")),
         },
         ColumnType::Date => {
-            let ok = s.len() == 10
-                && time::Date::parse(s, time::macros::format_description!("[year]-[month]-[day]")).is_ok();
-            if ok {
+            let date = (s.len() == 10)
+                .then(|| time::Date::parse(s, time::macros::format_description!("[year]-[month]-[day]")).ok())
+                .flatten();
+            if let Some(date) = date {
+                storable::year(date.year(), s).map_err(unstorable)?;
                 row.plain(s);
             } else if let Ok(t) = Timestamp::parse_rfc3339(s) {
+                storable::timestamp(t).map_err(unstorable)?;
                 row.plain(&t.format_date());
             } else {
                 return Err(invalid("not YYYY-MM-DD or RFC 3339"));

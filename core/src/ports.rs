@@ -5,9 +5,24 @@
 //! memory with fault injection and virtual time. Because the drivers in [`crate::driver`] are
 //! written against these traits only, production and simulation run the same code.
 //!
+//! Each port is shaped after the AWS service it stands for, so that its adapter is a thin
+//! translation and not a contortion (docs/DESIGN.md, "The ports"):
+//!
+//! - errors say what happened ([`ErrorKind`]), so a driver reacts to a throttle, an expired
+//!   cursor or a denial each in its own way instead of on a retryable bool;
+//! - stream reads go through a [`Cursor`] (a Kinesis shard iterator): opened once, carried from
+//!   read to read, re-opened after the last delivered record when it expires;
+//! - objects are addressed by [`ObjectLocation`] (bucket and key, as a notification names them),
+//!   written through an [`ObjectWriter`] and read through an [`ObjectReader`];
+//! - the queue extends a message's visibility while its load runs and dead-letters with a reason
+//!   code; batched deletes hold at most [`Queue::MAX_BATCH`] messages (SQS's 10);
+//! - a load names its batch by location, with the bytes optional: a warehouse that reads the
+//!   object itself (Redshift's COPY from S3) never makes the importer download it.
+//!
 //! Futures are `Send` so that production can run the drivers on a multi-threaded runtime.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::future::Future;
 use std::time::Duration;
 
@@ -18,7 +33,8 @@ use crate::batch::BatchMetadata;
 use crate::catalog::{Catalog, Table};
 use crate::import::WarehouseError;
 use crate::kpl::HashKeyRange;
-use crate::position::{Position, SequenceNumber, ShardId};
+pub use crate::lease::{Checkpoint, Lease};
+use crate::position::{SequenceNumber, ShardId};
 use crate::time::Timestamp;
 
 /// Time, for drivers that must not read a clock of their own.
@@ -39,31 +55,109 @@ pub trait Entropy: Send + Sync {
     fn fill(&self, buf: &mut [u8]);
 }
 
-/// An error from a port that a retry may cure, or not. Adapters map their SDK errors to it.
+// ---------------------------------------------------------------------------------------------
+// Errors
+
+/// What a failed port call means for the caller. Each adapter maps its SDK's or driver's errors
+/// to these in one place.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ErrorKind {
+    /// The service asked to slow down (Kinesis `ProvisionedThroughputExceeded`, S3 `SlowDown`,
+    /// DynamoDB and SQS throttling): retry later, and slower.
+    Throttled,
+    /// The service could not be reached or did not answer (connection, timeout, 5xx). The call
+    /// may or may not have taken effect: retry, and let idempotence absorb a double.
+    Unavailable,
+    /// A stream cursor (a shard iterator) is too old: open a new one.
+    Expired,
+    /// The shard, object, queue or table is not there (or no longer).
+    NotFound,
+    /// Not allowed: credentials, an IAM policy, a disabled KMS key. Retrying cures it only once
+    /// an operator fixes it.
+    Denied,
+    /// The request itself is wrong: a validation error, a value too large for the service.
+    Invalid,
+    /// A condition did not hold: a lease changed by another worker, a receipt that is no longer
+    /// the message's newest.
+    Conflict,
+}
+
+impl ErrorKind {
+    /// Throttling and unavailability pass by themselves; every other kind needs something to
+    /// change first (a new cursor, an operator, another request).
+    pub fn is_transient(self) -> bool {
+        matches!(self, ErrorKind::Throttled | ErrorKind::Unavailable)
+    }
+
+    /// A stable label for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Throttled => "throttled",
+            ErrorKind::Unavailable => "unavailable",
+            ErrorKind::Expired => "expired",
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::Denied => "denied",
+            ErrorKind::Invalid => "invalid",
+            ErrorKind::Conflict => "conflict",
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A failed port call: which service, what kind of failure, and the service's own words.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{service}: {message}")]
+#[error("{service} ({kind}): {message}")]
 pub struct PortError {
     pub service: &'static str,
+    pub kind: ErrorKind,
     pub message: String,
-    /// Throttling, timeouts, 5xx: worth retrying.
-    pub retryable: bool,
 }
 
 impl PortError {
-    pub fn transient(service: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(service: &'static str, kind: ErrorKind, message: impl Into<String>) -> Self {
         PortError {
             service,
+            kind,
             message: message.into(),
-            retryable: true,
         }
     }
 
-    pub fn permanent(service: &'static str, message: impl Into<String>) -> Self {
-        PortError {
-            service,
-            message: message.into(),
-            retryable: false,
-        }
+    pub fn throttled(service: &'static str, message: impl Into<String>) -> Self {
+        Self::new(service, ErrorKind::Throttled, message)
+    }
+
+    pub fn unavailable(service: &'static str, message: impl Into<String>) -> Self {
+        Self::new(service, ErrorKind::Unavailable, message)
+    }
+
+    pub fn expired(service: &'static str, message: impl Into<String>) -> Self {
+        Self::new(service, ErrorKind::Expired, message)
+    }
+
+    pub fn not_found(service: &'static str, message: impl Into<String>) -> Self {
+        Self::new(service, ErrorKind::NotFound, message)
+    }
+
+    pub fn denied(service: &'static str, message: impl Into<String>) -> Self {
+        Self::new(service, ErrorKind::Denied, message)
+    }
+
+    pub fn invalid(service: &'static str, message: impl Into<String>) -> Self {
+        Self::new(service, ErrorKind::Invalid, message)
+    }
+
+    pub fn conflict(service: &'static str, message: impl Into<String>) -> Self {
+        Self::new(service, ErrorKind::Conflict, message)
+    }
+
+    /// See [`ErrorKind::is_transient`].
+    pub fn is_transient(&self) -> bool {
+        self.kind.is_transient()
     }
 }
 
@@ -118,15 +212,6 @@ pub struct StreamRecord {
     pub arrived_at: Timestamp,
 }
 
-/// One read from a shard.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ReadBatch {
-    pub records: Vec<StreamRecord>,
-    pub millis_behind_latest: Option<u64>,
-    /// The shard is closed and everything in it has been read.
-    pub end_of_shard: bool,
-}
-
 /// Where a read starts (the Kinesis shard-iterator types the consumer needs).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ReadFrom {
@@ -139,21 +224,71 @@ pub enum ReadFrom {
     After(SequenceNumber),
 }
 
+/// A position in a shard as the stream hands it out (a Kinesis shard iterator): opaque, good
+/// for one read, and only for a while ([`ErrorKind::Expired`] after five minutes on Kinesis).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Cursor(pub String);
+
+impl Cursor {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// One read from a shard.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReadBatch {
+    /// May be empty in the middle of a shard (Kinesis pages through gaps): read on from `next`.
+    pub records: Vec<StreamRecord>,
+    pub millis_behind_latest: Option<u64>,
+    /// Where the next read starts; `None` once the shard is closed and read to its end.
+    pub next: Option<Cursor>,
+}
+
 /// The consumer's side of the stream.
 pub trait StreamReader: Send + Sync {
     /// Every shard, open and closed, with its lineage.
     fn list_shards(&self) -> impl Future<Output = Result<Vec<ShardInfo>, PortError>> + Send;
-    /// Up to `limit` records of `shard` from `from` on.
-    fn read(
+    /// A cursor for `shard` at `from` (`GetShardIterator`).
+    fn open(
         &self,
         shard: &ShardId,
         from: &ReadFrom,
+    ) -> impl Future<Output = Result<Cursor, PortError>> + Send;
+    /// Up to `limit` records of `shard` from `cursor` on (`GetRecords`), and the cursor after them.
+    fn read(
+        &self,
+        shard: &ShardId,
+        cursor: &Cursor,
         limit: usize,
     ) -> impl Future<Output = Result<ReadBatch, PortError>> + Send;
 }
 
 // ---------------------------------------------------------------------------------------------
 // Object store
+
+/// Where an object is: its bucket and key, as an S3 event notification names them.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjectLocation {
+    pub bucket: String,
+    pub key: String,
+}
+
+impl ObjectLocation {
+    pub fn new(bucket: impl Into<String>, key: impl Into<String>) -> Self {
+        ObjectLocation {
+            bucket: bucket.into(),
+            key: key.into(),
+        }
+    }
+}
+
+impl fmt::Display for ObjectLocation {
+    /// `s3://bucket/key`, the form Redshift's COPY and the AWS CLI take.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "s3://{}/{}", self.bucket, self.key)
+    }
+}
 
 /// An object with its metadata pairs (S3 user metadata, or the local sidecar).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -162,25 +297,41 @@ pub struct StoredObject {
     pub metadata: BTreeMap<String, String>,
 }
 
-/// Where batches (`loads/`) and rejected events (`rejected/`) are written.
-pub trait ObjectStore: Send + Sync {
-    /// Writes a load object and its metadata atomically; overwriting the same key is allowed
-    /// (a replayed flush writes the same bytes). The body is shared, not copied, by each retry.
+/// The consumer's (and the importer's, for refused rows) side of the object store: writes into
+/// the store's own bucket. Overwriting a key is allowed: a replayed flush writes the same bytes.
+pub trait ObjectWriter: Send + Sync {
+    /// The bucket this writer writes to.
+    fn bucket(&self) -> &str;
+    /// Writes a load object with its metadata, atomically. The body is shared, not copied, by
+    /// each retry.
     fn put_batch(
         &self,
         key: &str,
         body: Bytes,
         metadata: &BatchMetadata,
     ) -> impl Future<Output = Result<(), PortError>> + Send;
-    /// Writes any other object (rejected events).
+    /// Writes any other object: rejected events and rows, batch schemas.
     fn put(
         &self,
         key: &str,
-        body: Vec<u8>,
+        body: Bytes,
         content_type: &str,
     ) -> impl Future<Output = Result<(), PortError>> + Send;
-    /// Reads an object; `Ok(None)` when there is no such key.
-    fn get(&self, key: &str) -> impl Future<Output = Result<Option<StoredObject>, PortError>> + Send;
+}
+
+/// The importer's side of the object store: reads wherever a notification points.
+pub trait ObjectReader: Send + Sync {
+    /// An object's metadata without its body (`HeadObject`); `Ok(None)` when there is no such
+    /// object.
+    fn head(
+        &self,
+        at: &ObjectLocation,
+    ) -> impl Future<Output = Result<Option<BTreeMap<String, String>>, PortError>> + Send;
+    /// An object with its metadata; `Ok(None)` when there is no such object.
+    fn get(
+        &self,
+        at: &ObjectLocation,
+    ) -> impl Future<Output = Result<Option<StoredObject>, PortError>> + Send;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -190,15 +341,30 @@ pub trait ObjectStore: Send + Sync {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Message {
     pub id: String,
-    /// Handle for ack, delay and dead-lettering of this delivery.
+    /// Handle for ack, visibility changes and dead-lettering of this delivery.
     pub receipt: String,
     pub body: String,
     /// How many times this message has been received, this time included.
     pub receive_count: u32,
 }
 
+/// Why a message goes to the dead-letter queue: a stable code (a message attribute operators
+/// filter on) and the one-line text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeadLetterNote<'a> {
+    pub code: &'a str,
+    pub reason: &'a str,
+}
+
 /// The queue of object notifications, with its dead-letter queue.
 pub trait Queue: Send + Sync {
+    /// Most messages in one receive and in one [`ack_all`](Self::ack_all) (SQS: 10).
+    const MAX_BATCH: usize = 10;
+
+    /// How long a received message stays hidden unless its visibility is changed.
+    fn visibility_timeout(&self) -> Duration;
+    /// Up to `max` messages (at most [`MAX_BATCH`](Self::MAX_BATCH)), waiting up to `wait` for
+    /// the first.
     fn receive(
         &self,
         max: usize,
@@ -206,8 +372,9 @@ pub trait Queue: Send + Sync {
     ) -> impl Future<Output = Result<Vec<Message>, PortError>> + Send;
     /// Deletes the message: it is done.
     fn ack(&self, message: &Message) -> impl Future<Output = Result<(), PortError>> + Send;
-    /// Deletes several messages in one call (SQS `DeleteMessageBatch`, one transaction locally);
-    /// one result per message, in order. The default acks them one at a time.
+    /// Deletes up to [`MAX_BATCH`](Self::MAX_BATCH) messages in one call (SQS
+    /// `DeleteMessageBatch`); one result per message, in order. The default acks them one at a
+    /// time.
     fn ack_all(&self, messages: &[&Message]) -> impl Future<Output = Vec<Result<(), PortError>>> + Send {
         async move {
             let mut results = Vec::with_capacity(messages.len());
@@ -217,17 +384,20 @@ pub trait Queue: Send + Sync {
             results
         }
     }
-    /// Makes the message visible again after `delay` (a retry with backoff).
-    fn retry_after(
+    /// Hides the message for `hidden` from now (SQS `ChangeMessageVisibility`): a retry with
+    /// backoff, or a heartbeat that keeps a long load from being delivered twice.
+    fn set_visibility(
         &self,
         message: &Message,
-        delay: Duration,
+        hidden: Duration,
     ) -> impl Future<Output = Result<(), PortError>> + Send;
-    /// Moves the message to the dead-letter queue with a reason, and deletes it here.
+    /// Sends the message to the dead-letter queue with its reason, then deletes it here. On SQS
+    /// that is two calls: a crash between them leaves the message in both queues, so replaying
+    /// the dead-letter queue must be idempotent (the load manifest makes it so).
     fn dead_letter(
         &self,
         message: &Message,
-        reason: &str,
+        note: DeadLetterNote<'_>,
     ) -> impl Future<Output = Result<(), PortError>> + Send;
 }
 
@@ -237,12 +407,25 @@ pub trait Queue: Send + Sync {
 /// One batch to load.
 #[derive(Debug, Clone, Copy)]
 pub struct LoadRequest<'a> {
-    /// The object's key (also the load manifest's key).
-    pub key: &'a str,
+    /// The object; its key is also the load manifest's key.
+    pub location: &'a ObjectLocation,
     pub metadata: &'a BatchMetadata,
     pub table: &'a Table,
-    /// The uncompressed CSV, verified against the metadata's checksum.
-    pub body: &'a [u8],
+    /// The batch's columns, in the order of its CSV fields (from its schema object).
+    pub columns: &'a [String],
+    /// The uncompressed CSV, verified against the metadata; `None` when the warehouse reads the
+    /// object from the store itself ([`Warehouse::needs_body`] is false).
+    pub body: Option<&'a [u8]>,
+    /// Rows (0-based, ascending) the warehouse refused before: leave them out. The manifest
+    /// records how many, so a redelivery skips the batch instead of trying them again.
+    pub skip_rows: &'a [u64],
+}
+
+impl LoadRequest<'_> {
+    /// The manifest's key of this batch.
+    pub fn key(&self) -> &str {
+        &self.location.key
+    }
 }
 
 /// What a load did.
@@ -256,6 +439,11 @@ pub enum LoadOutcome {
 
 /// The warehouse, with the load manifest that makes loads idempotent (contract 2).
 pub trait Warehouse: Send + Sync {
+    /// Whether loads need the object's bytes in [`LoadRequest::body`]. A warehouse that reads
+    /// the object itself answers false, and verifies the row count from its own COPY instead.
+    fn needs_body(&self) -> bool {
+        true
+    }
     /// Creates or alters what the catalog needs (the manifest, the tables); run at start.
     fn migrate(&self, catalog: &Catalog) -> impl Future<Output = Result<(), WarehouseError>> + Send;
     /// Whether the manifest holds this key with this checksum.
@@ -269,10 +457,22 @@ pub trait Warehouse: Send + Sync {
     /// All or nothing: on an error no batch of the group is committed. One commit for many
     /// batches is what keeps many small batches (many active tables) cheap: a commit is an fsync,
     /// and on Redshift a turn through its serialized commit queue.
+    ///
+    /// A row the warehouse refuses fails the load with [`WarehouseError::row`] naming it when
+    /// the warehouse can tell which.
     fn load_all(
         &self,
         requests: &[LoadRequest<'_>],
     ) -> impl Future<Output = Result<Vec<LoadOutcome>, WarehouseError>> + Send;
+
+    /// Runs the load of the batch rows in `rows` (less `request.skip_rows`), without the
+    /// manifest, and rolls it back whatever happened: whether the warehouse would take those
+    /// rows. The importer bisects a batch with it when a refused row is not named.
+    fn probe(
+        &self,
+        request: LoadRequest<'_>,
+        rows: std::ops::Range<u64>,
+    ) -> impl Future<Output = Result<(), WarehouseError>> + Send;
 
     /// [`Warehouse::load_all`] of one batch.
     fn load(
@@ -294,55 +494,28 @@ pub trait Warehouse: Send + Sync {
 // ---------------------------------------------------------------------------------------------
 // Leases and checkpoints
 
-/// How far a shard has been processed.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Checkpoint {
-    /// Nothing yet: start at the oldest record (KCL `TRIM_HORIZON`).
-    TrimHorizon,
-    /// Every record up to and including this one is done.
-    At(Position),
-    /// The shard is closed and fully done (KCL `SHARD_END`); its children may start.
-    ShardEnd,
-}
-
-/// A shard lease, as the KCL's lease table keeps it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Lease {
-    pub shard: ShardId,
-    pub owner: Option<String>,
-    /// Bumped on every renewal and take; a lease whose counter has not moved for the failover
-    /// time is expired.
-    pub counter: u64,
-    pub checkpoint: Checkpoint,
-    pub parents: Vec<ShardId>,
-}
-
-/// Why a conditional lease write failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum LeaseError {
-    #[error("lease for shard {0} was changed by another worker")]
-    Conflict(ShardId),
-    #[error(transparent)]
-    Port(#[from] PortError),
-}
-
-/// The lease table. Every write is conditional on the counter (and owner) the caller last saw.
+/// The lease table. Every write is conditional on the counter (and owner) the caller last saw;
+/// a write that loses fails with [`ErrorKind::Conflict`].
 pub trait LeaseStore: Send + Sync {
+    /// Every lease, read consistently (the coordinator decides on it).
     fn list(&self) -> impl Future<Output = Result<Vec<Lease>, PortError>> + Send;
     /// Creates a lease for a new shard unless one exists.
-    fn create(&self, lease: &Lease) -> impl Future<Output = Result<(), LeaseError>> + Send;
+    fn create(&self, lease: &Lease) -> impl Future<Output = Result<(), PortError>> + Send;
     /// Takes `lease` (as last seen) for `owner`: counter + 1.
-    fn take(&self, lease: &Lease, owner: &str) -> impl Future<Output = Result<Lease, LeaseError>> + Send;
+    fn take(&self, lease: &Lease, owner: &str) -> impl Future<Output = Result<Lease, PortError>> + Send;
     /// Renews a held lease: counter + 1.
-    fn renew(&self, lease: &Lease) -> impl Future<Output = Result<Lease, LeaseError>> + Send;
+    fn renew(&self, lease: &Lease) -> impl Future<Output = Result<Lease, PortError>> + Send;
     /// Stores a checkpoint on a held lease (fails if the lease was lost).
     fn checkpoint(
         &self,
         lease: &Lease,
         checkpoint: &Checkpoint,
-    ) -> impl Future<Output = Result<Lease, LeaseError>> + Send;
+    ) -> impl Future<Output = Result<Lease, PortError>> + Send;
     /// Gives a held lease up (owner cleared), e.g. at shutdown.
-    fn release(&self, lease: &Lease) -> impl Future<Output = Result<(), LeaseError>> + Send;
+    fn release(&self, lease: &Lease) -> impl Future<Output = Result<(), PortError>> + Send;
+    /// Deletes a lease nobody needs any more (a finished parent, a shard gone from the stream),
+    /// if it is still as last seen.
+    fn delete(&self, lease: &Lease) -> impl Future<Output = Result<(), PortError>> + Send;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -369,6 +542,7 @@ pub enum Observation<'a> {
     RecordsRead {
         shard: &'a ShardId,
         records: usize,
+        bytes: usize,
         millis_behind_latest: Option<u64>,
     },
     /// An event that could not be mapped went to `rejected/`.
@@ -385,6 +559,16 @@ pub enum Observation<'a> {
     },
     BatchWritten {
         key: &'a str,
+        /// Bytes stored (after compression).
+        bytes: usize,
+    },
+    /// An object write failed; it is retried. While `stalled`, the shard it came from is not
+    /// read (the failure is not transient: an operator must fix it) — the alarm.
+    WriteFailed {
+        key: &'a str,
+        error: &'a PortError,
+        attempt: u32,
+        stalled: bool,
     },
     Checkpointed {
         shard: &'a ShardId,
@@ -400,6 +584,10 @@ pub enum Observation<'a> {
         shard: &'a ShardId,
     },
     LeaseLost {
+        shard: &'a ShardId,
+    },
+    /// A lease nobody needs any more was deleted.
+    LeaseDeleted {
         shard: &'a ShardId,
     },
     /// The importer loaded a batch (`inserted` new rows) or found it loaded already.
@@ -422,13 +610,21 @@ pub enum Observation<'a> {
         error: &'a str,
         transient: bool,
     },
+    /// The warehouse refused a row of a batch: it went to `rejected/`, the others loaded.
+    RowRefused {
+        key: &'a str,
+        row: u64,
+        reason: &'a str,
+    },
     DeadLettered {
         key: &'a str,
+        code: &'a str,
         reason: &'a str,
     },
     /// A port call failed and will be retried.
     PortRetry {
         service: &'static str,
+        kind: ErrorKind,
         error: &'a str,
     },
 }
@@ -444,4 +640,15 @@ pub struct NoObserver;
 
 impl Observer for NoObserver {
     fn observe(&self, _: Observation<'_>) {}
+}
+
+impl Observation<'_> {
+    /// [`Observation::PortRetry`] of `error`.
+    pub fn retry(error: &PortError) -> Observation<'_> {
+        Observation::PortRetry {
+            service: error.service,
+            kind: error.kind,
+            error: &error.message,
+        }
+    }
 }

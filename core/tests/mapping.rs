@@ -152,7 +152,17 @@ fn rejections_name_what_was_wrong() {
         (
             "search_performed",
             r#"{"query":"nul\u0000byte"}"#,
-            r#"table "searches", column "query": text contains a NUL character, which PostgreSQL and Redshift cannot store"#,
+            r#"table "searches", column "query": the value contains a NUL character, which PostgreSQL and Redshift cannot store"#,
+        ),
+        (
+            "search_performed",
+            r#"{"query":"q","filters":{"brand":["a\u0000b"]}}"#,
+            r#"table "searches", column "filters": the value contains a NUL character, which PostgreSQL and Redshift cannot store"#,
+        ),
+        (
+            "order_refunded",
+            r#"{"order_id":"o","amount":2.33125e-315}"#,
+            r#"table "refunds", column "amount": the value 2.33125e-315 is too close to zero for Redshift's double precision (subnormal)"#,
         ),
         (
             "charge.succeeded",
@@ -164,6 +174,41 @@ fn rejections_name_what_was_wrong() {
         let err = map(event_type, payload).unwrap_err();
         assert_eq!(err.to_string(), expected, "{event_type} {payload}");
     }
+}
+
+/// Found in review: a `\u0000` inside a json column made PostgreSQL refuse the whole COPY
+/// (SQLSTATE 22P05) and the importer dead-lettered every good event of the batch with it. The
+/// mapper now refuses every value some supported warehouse cannot store, and says which.
+#[test]
+fn values_no_warehouse_can_store_are_refused_by_name() {
+    let long = "x".repeat(microbatch_core::storable::MAX_TEXT_BYTES + 1);
+    let err = map("search_performed", &format!(r#"{{"query":"{long}"}}"#)).unwrap_err();
+    assert!(matches!(err, Rejection::Unstorable { .. }), "{err}");
+    assert!(err.to_string().contains("65536 bytes long"), "{err}");
+    // A timestamp beyond year 9999 from an epoch number (it used to be clamped to 9999-12-31).
+    let err = map(
+        "charge.succeeded",
+        r#"{"id":"e","type":"t","created":999999999999,"data":{"object":{"id":"c","amount":1,"currency":"usd"}}}"#,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("outside the years 1 to 9999"), "{err}");
+    // What the producer asks at the door: the same checks, every field named.
+    let catalog = example_catalog();
+    let payload = r#"{"query":"a\u0000","filters":{"k":"\u0000"}}"#;
+    let event = envelope("evt-1", "search_performed", payload);
+    let value: serde_json::Value = serde_json::from_str(payload).unwrap();
+    let found = Mapper::new(&catalog).unstorable(&event, &value, 10);
+    let fields: Vec<&str> = found.iter().map(|u| u.field.as_str()).collect();
+    assert_eq!(fields, ["/payload/query", "/payload/filters"]);
+    assert!(
+        Mapper::new(&catalog)
+            .unstorable(
+                &envelope("evt-1", "search_performed", r#"{"query":"fine"}"#),
+                &serde_json::json!({"query":"fine"}),
+                10
+            )
+            .is_empty()
+    );
 }
 
 #[test]

@@ -5,8 +5,9 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 
 use super::FlushReason;
-use crate::batch::{BatchMetadata, Compression, object_key};
+use crate::batch::{BatchMetadata, BatchSchema, Compression};
 use crate::catalog::TableId;
+use crate::keys;
 use crate::position::{Position, ShardId};
 use crate::time::Timestamp;
 
@@ -17,6 +18,8 @@ pub struct Batch {
     pub table_id: TableId,
     pub table: Arc<str>,
     pub columns: Arc<[String]>,
+    /// The digest of `columns`, which names the batch's schema object.
+    pub columns_sha256: Arc<str>,
     pub shard: ShardId,
     /// The positions of the first and last record with rows here.
     pub first: Position,
@@ -51,22 +54,12 @@ impl Batch {
         self.data.len()
     }
 
-    /// The deterministic object key (see [`object_key`]). When a cut fell between two rows of
-    /// one record (an exploded array cut by a limit), the key names the rows too: the batch after
-    /// the cut starts at `<first>r<row>`, and the one before ends at `<last>r<row>` when the cut
-    /// was known to fall inside the record. Two batches on either side of a cut never share a
+    /// The deterministic object key (see [`keys::batch_key`]). When a cut fell between two rows
+    /// of one record (an exploded array cut by a limit), the key names the rows too: the batch
+    /// after the cut starts at `<first>r<row>`, and the one before ends at `<last>r<row>` when the
+    /// cut was known to fall inside the record. Two batches on either side of a cut never share a
     /// key, so a key names one set of rows and a replayed flush overwrites it with the same bytes.
     pub fn key(&self, compression: Compression) -> String {
-        if self.first_row == 0 && self.last_row.is_none() {
-            return object_key(
-                &self.table,
-                self.first_received_at,
-                &self.shard,
-                &self.first,
-                &self.last,
-                compression,
-            );
-        }
         let first = match self.first_row {
             0 => self.first.to_string(),
             n => format!("{}r{n}", self.first),
@@ -75,28 +68,41 @@ impl Batch {
             None => self.last.to_string(),
             Some(n) => format!("{}r{n}", self.last),
         };
-        let plain = object_key(
+        keys::batch_key(
             &self.table,
             self.first_received_at,
             &self.shard,
-            &self.first,
-            &self.last,
+            first,
+            last,
             compression,
-        );
-        let (dir, _) = plain.rsplit_once('/').expect("keys have directories");
-        format!("{dir}/{}-{first}-{last}{}", self.shard, compression.extension())
+        )
+    }
+
+    /// The key of the schema object this batch names.
+    pub fn schema_key(&self) -> String {
+        keys::schema_key(&self.table, &self.columns_sha256)
+    }
+
+    /// The schema object this batch names.
+    pub fn schema(&self) -> BatchSchema {
+        BatchSchema {
+            table: self.table.to_string(),
+            columns: self.columns.to_vec(),
+        }
     }
 
     pub fn metadata(&self, compression: Compression) -> BatchMetadata {
         BatchMetadata {
             table: self.table.to_string(),
-            columns: self.columns.to_vec(),
+            columns_sha256: self.columns_sha256.to_string(),
+            column_count: self.columns.len() as u32,
             row_count: self.rows,
             shard: self.shard.clone(),
             first: self.first.clone(),
             last: self.last.clone(),
             catalog_version: self.catalog_version.to_string(),
             sha256: self.sha256.clone(),
+            csv_bytes: self.data.len() as u64,
             min_received_at: self.min_received_at,
             max_received_at: self.max_received_at,
             compression,

@@ -18,6 +18,7 @@ use std::sync::Arc;
 pub use batch::Batch;
 pub use policy::{BatchPolicy, FlushReason, PolicyError};
 
+use crate::batch::columns_digest;
 use crate::catalog::{Catalog, TableId};
 use crate::position::{Position, ShardId};
 use crate::time::Timestamp;
@@ -26,6 +27,7 @@ use crate::time::Timestamp;
 struct TableInfo {
     name: Arc<str>,
     columns: Arc<[String]>,
+    columns_sha256: Arc<str>,
 }
 
 #[derive(Debug)]
@@ -84,9 +86,13 @@ impl Batcher {
         let tables = catalog
             .tables()
             .iter()
-            .map(|t| TableInfo {
-                name: t.name.as_str().into(),
-                columns: t.column_names().map(str::to_owned).collect(),
+            .map(|t| {
+                let columns: Arc<[String]> = t.column_names().map(str::to_owned).collect();
+                TableInfo {
+                    name: t.name.as_str().into(),
+                    columns_sha256: columns_digest(&columns).into(),
+                    columns,
+                }
             })
             .collect();
         Ok(Batcher {
@@ -339,6 +345,7 @@ impl Batcher {
             table_id,
             table: info.name.clone(),
             columns: info.columns.clone(),
+            columns_sha256: info.columns_sha256.clone(),
             shard,
             first: buf.first,
             first_row: buf.first_row,

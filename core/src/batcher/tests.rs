@@ -62,7 +62,14 @@ fn cuts_on_rows_and_reports_the_descriptor() {
         "loads/t0/2024/05/01/12/s1-10-12.csv"
     );
     let meta = batch.metadata(crate::batch::Compression::None);
-    assert_eq!(meta.columns[0], "_event_id");
+    assert_eq!(batch.columns[0], "_event_id");
+    assert_eq!(meta.columns_sha256, crate::batch::columns_digest(&batch.columns));
+    assert_eq!(meta.column_count as usize, batch.columns.len());
+    assert_eq!(meta.csv_bytes, 6);
+    assert_eq!(
+        batch.schema_key(),
+        format!("schemas/t0/{}", meta.columns_sha256) + ".json"
+    );
     assert_eq!(meta.max_received_at, Timestamp::from_millis(1_714_564_800_500));
     assert_eq!(b.allocated_bytes(), 0);
 }

@@ -18,8 +18,8 @@ use futures::channel::{mpsc, oneshot};
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 
+use crate::backoff::Backoff;
 use crate::event::Envelope;
-use crate::import::Backoff;
 use crate::kpl::{Aggregate, Aggregator, AggregatorConfig, KplError, Shard, ShardMap, UserRecord};
 use crate::ports::{Clock, Entropy, Observation, Observer, PortError, PutAck, PutRecord, StreamWriter};
 use crate::time::Timestamp;
@@ -226,7 +226,7 @@ fn shard_map(shards: Vec<crate::ports::ShardInfo>) -> Result<ShardMap, PortError
             range: s.range,
         })
         .collect();
-    ShardMap::new(open).map_err(|e| PortError::permanent("stream", e.to_string()))
+    ShardMap::new(open).map_err(|e| PortError::invalid("stream", e.to_string()))
 }
 
 impl<'a, S, C, E, B> Producer<'a, S, C, E, B>
@@ -246,7 +246,7 @@ where
     ) -> Result<(Self, ProducerHandle), PortError> {
         let map = shard_map(stream.shards().await?)?;
         let aggregator = Aggregator::new(config.aggregator.clone(), map)
-            .map_err(|e| PortError::permanent("producer", e.to_string()))?;
+            .map_err(|e| PortError::invalid("producer", e.to_string()))?;
         // The channel only carries submissions already counted against max_pending_events.
         let (tx, rx) = mpsc::channel(config.max_pending_events.max(1));
         let health = Arc::new(StreamHealth::default());
@@ -399,10 +399,7 @@ where
                     }
                 }
                 Err(e) => {
-                    self.observer.observe(Observation::PortRetry {
-                        service: e.service,
-                        error: &e.message,
-                    });
+                    self.observer.observe(Observation::retry(&e));
                     self.health.failed(now, &e);
                 }
             }
@@ -449,7 +446,7 @@ where
         let results: Vec<Result<PutAck, PortError>> = match result {
             Ok(per_record) if per_record.len() == call.len() => per_record,
             Ok(per_record) => {
-                let e = PortError::transient(
+                let e = PortError::unavailable(
                     "stream",
                     format!("{} results for {} records", per_record.len(), call.len()),
                 );
@@ -472,12 +469,9 @@ where
                     self.finish(&aggregate.tokens, None);
                 }
                 Err(e) => {
-                    self.observer.observe(Observation::PortRetry {
-                        service: e.service,
-                        error: &e.message,
-                    });
+                    self.observer.observe(Observation::retry(&e));
                     let next = attempt + 1;
-                    if e.retryable && next < self.config.put_retry.max_attempts {
+                    if e.is_transient() && next < self.config.put_retry.max_attempts {
                         let at =
                             now.saturating_add(self.config.put_retry.delay(attempt, self.entropy.unit()));
                         self.retries.push(Retry {

@@ -1,9 +1,10 @@
-//! Retrying port calls that failed transiently: capped exponential backoff with full jitter,
-//! forever for writes that must not be dropped (the caller holds the checkpoint meanwhile).
+//! Retrying port calls that failed transiently (throttled, unavailable): capped exponential
+//! backoff with full jitter, bounded by the backoff's attempts or not at all. Any other kind of
+//! failure is returned at once: the caller decides what it means.
 
 use std::future::Future;
 
-use crate::import::Backoff;
+use crate::backoff::Backoff;
 use crate::ports::{Clock, Entropy, Observation, Observer, PortError};
 
 /// Calls `op` until it succeeds or fails with a non-retryable error (or after
@@ -24,16 +25,13 @@ where
     loop {
         match op().await {
             Ok(v) => return Ok(v),
-            Err(e) if !e.retryable => return Err(e),
+            Err(e) if !e.is_transient() => return Err(e),
             Err(e) => {
                 attempt = attempt.saturating_add(1);
                 if bounded && attempt >= backoff.max_attempts {
                     return Err(e);
                 }
-                observer.observe(Observation::PortRetry {
-                    service: e.service,
-                    error: &e.message,
-                });
+                observer.observe(Observation::retry(&e));
                 clock.sleep(backoff.delay(attempt - 1, entropy.unit())).await;
             }
         }

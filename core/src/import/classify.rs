@@ -2,19 +2,23 @@
 //!
 //! The warehouse adapters (sqlx for PostgreSQL and Redshift, SQLite for the embedded stack) turn
 //! each failure into a [`WarehouseError`]; [`classify`] sorts it into [`ErrorClass::Transient`]
-//! (retry with backoff: the same load may well succeed later) or [`ErrorClass::Permanent`] (the
-//! batch itself is wrong: dead-letter it now). [`decide`](super::decide) does the asking.
+//! (retry with backoff: the same load may well succeed later), [`ErrorClass::Row`] (one row's
+//! value was refused: load the others, keep that row in `rejected/`) or [`ErrorClass::Permanent`]
+//! (the batch or the warehouse's set-up is wrong: dead-letter it now). The importer isolates
+//! refused rows with [`RowIsolation`](super::RowIsolation); [`decide`](super::decide) does the
+//! rest.
 //!
 //! The rules, first match wins:
 //!
 //! 1. Transport failures (connection, timeout, I/O, protocol) are transient: nothing was judged.
 //! 2. Redshift reports most errors as `XX000` and says what happened only in the text, so a few
 //!    messages are recognised first: a serializable isolation violation (error 1023) and S3
-//!    throttling during COPY are transient; a load error pointing to `stl_load_errors` is the
-//!    data's fault and permanent.
+//!    throttling during COPY are transient; a load error pointing to `stl_load_errors` is a row's
+//!    data.
 //! 3. SQLite result codes: busy, locked and resource errors are transient.
-//! 4. SQLSTATE, by class: 08, 40, 53, 57, 58, lock timeouts and a few more are transient; the rest
-//!    (22, 23, 42, 0A, XX, ...) say the statement or its data is wrong and are permanent.
+//! 4. SQLSTATE, by class: 08, 40, 53, 57, 58, lock timeouts and a few more are transient; data
+//!    exceptions a row causes (22 but the COPY format errors, not-null and check violations) are
+//!    a row's; the rest (23, 42, 0A, XX, ...) say the statement is wrong and are permanent.
 //! 5. A database error nothing above recognises is permanent (the server judged the statement);
 //!    an error of unknown kind is transient, since retries are bounded anyway.
 
@@ -60,6 +64,10 @@ pub struct WarehouseError {
     pub sqlite_code: Option<i32>,
     /// The server's or driver's message, as it came.
     pub message: String,
+    /// The batch row (0-based) the warehouse refused, when it says which: PostgreSQL's COPY
+    /// names the line, Redshift's `stl_load_errors` too. The adapter maps the line of what it
+    /// sent back to the row of the batch.
+    pub row: Option<u64>,
 }
 
 impl WarehouseError {
@@ -69,6 +77,15 @@ impl WarehouseError {
             sqlstate: None,
             sqlite_code: None,
             message: message.into(),
+            row: None,
+        }
+    }
+
+    /// The same error, naming the batch row it was about.
+    pub fn at_row(self, row: u64) -> Self {
+        WarehouseError {
+            row: Some(row),
+            ..self
         }
     }
 
@@ -107,7 +124,10 @@ impl fmt::Display for WarehouseError {
 pub enum ErrorClass {
     /// Try the same load again later.
     Transient,
-    /// The batch cannot load as it is; dead-letter it.
+    /// A row's data was refused (a value the column cannot take): load the batch without that
+    /// row, and keep the row in `rejected/` with the reason (contract 4).
+    Row,
+    /// The batch cannot load as it is (or the warehouse is not set up for it); dead-letter it.
     Permanent,
 }
 
@@ -116,6 +136,7 @@ impl ErrorClass {
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorClass::Transient => "transient",
+            ErrorClass::Row => "row",
             ErrorClass::Permanent => "permanent",
         }
     }
@@ -153,7 +174,7 @@ fn classify_message(message: &str) -> Option<ErrorClass> {
     let has = |needle: &str| m.contains(needle);
     if has("stl_load_errors") {
         // "Load into table 'x' failed. Check 'stl_load_errors' system table for details."
-        return Some(ErrorClass::Permanent);
+        return Some(ErrorClass::Row);
     }
     let transient = has("serializable isolation violation")
         || has("deadlock detected")
@@ -171,7 +192,10 @@ fn classify_message(message: &str) -> Option<ErrorClass> {
 fn classify_sqlite(code: i32) -> ErrorClass {
     const SQLITE_CONSTRAINT_PRIMARYKEY: i32 = 1555;
     const SQLITE_CONSTRAINT_UNIQUE: i32 = 2067;
+    const SQLITE_CONSTRAINT_NOTNULL: i32 = 1299;
+    const SQLITE_CONSTRAINT_CHECK: i32 = 275;
     match code {
+        SQLITE_CONSTRAINT_NOTNULL | SQLITE_CONSTRAINT_CHECK => ErrorClass::Row,
         // See `unique_violation` in `classify_sqlstate`.
         SQLITE_CONSTRAINT_PRIMARYKEY | SQLITE_CONSTRAINT_UNIQUE => ErrorClass::Transient,
         _ => match code & 0xff {
@@ -186,6 +210,9 @@ fn classify_sqlite(code: i32) -> ErrorClass {
 
 fn classify_sqlstate(state: &str) -> ErrorClass {
     let state = state.to_ascii_uppercase();
+    if is_row_sqlstate(&state) {
+        return ErrorClass::Row;
+    }
     let transient = match state.as_str() {
         // A concurrent importer loaded the same batch first and its manifest row won; the retry
         // finds the batch in the manifest and skips it instead of dead-lettering a loaded batch.
@@ -218,10 +245,22 @@ fn classify_sqlstate(state: &str) -> ErrorClass {
     }
 }
 
+/// Data exceptions a single row causes: a value its column cannot take (class 22: a bad
+/// number, date or encoding, a string too long, a NUL), a NULL in a NOT NULL column, a failed
+/// CHECK. Not `22P04` (bad COPY file format: the CSV itself is broken, which no row can be
+/// blamed for) and not `22P03` (bad binary format).
+fn is_row_sqlstate(state: &str) -> bool {
+    match state {
+        "22P04" | "22P03" => false,
+        "23502" | "23514" => true,
+        _ => state.starts_with("22"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ErrorClass::{Permanent, Transient};
+    use ErrorClass::{Permanent, Row, Transient};
     use WarehouseErrorKind as K;
 
     #[test]
@@ -266,11 +305,14 @@ mod tests {
             ("25P02", Permanent, "in_failed_sql_transaction"),
             ("28P01", Transient, "invalid_password"),
             ("72000", Transient, "snapshot_too_old"),
-            ("22P02", Permanent, "invalid_text_representation"),
-            ("22001", Permanent, "string_data_right_truncation"),
-            ("22003", Permanent, "numeric_value_out_of_range"),
+            ("22P02", Row, "invalid_text_representation"),
+            ("22001", Row, "string_data_right_truncation"),
+            ("22003", Row, "numeric_value_out_of_range"),
+            ("22P05", Row, "untranslatable_character"),
+            ("22021", Row, "character_not_in_repertoire"),
             ("22P04", Permanent, "bad_copy_file_format"),
-            ("23502", Permanent, "not_null_violation"),
+            ("23502", Row, "not_null_violation"),
+            ("23514", Row, "check_violation"),
             ("23503", Permanent, "foreign_key_violation"),
             ("23505", Transient, "unique_violation"),
             ("42601", Permanent, "syntax_error"),
@@ -303,13 +345,13 @@ mod tests {
             (
                 "XX000",
                 "Load into table 'orders' failed.  Check 'stl_load_errors' system table for details.",
-                Permanent,
+                Row,
             ),
             // The load-error pointer wins even under a transient-looking code.
             (
                 "40001",
                 "Load into table 'orders' failed. Check 'STL_LOAD_ERRORS' system table for details.",
-                Permanent,
+                Row,
             ),
             (
                 "XX000",
@@ -348,7 +390,7 @@ mod tests {
             (17, Transient, "SQLITE_SCHEMA"),
             (2067, Transient, "SQLITE_CONSTRAINT_UNIQUE"),
             (1555, Transient, "SQLITE_CONSTRAINT_PRIMARYKEY"),
-            (1299, Permanent, "SQLITE_CONSTRAINT_NOTNULL"),
+            (1299, Row, "SQLITE_CONSTRAINT_NOTNULL"),
             (19, Permanent, "SQLITE_CONSTRAINT"),
             (1, Permanent, "SQLITE_ERROR"),
             (11, Permanent, "SQLITE_CORRUPT"),
@@ -399,5 +441,6 @@ mod tests {
         );
         assert_eq!(ErrorClass::Transient.as_str(), "transient");
         assert_eq!(ErrorClass::Permanent.as_str(), "permanent");
+        assert_eq!(ErrorClass::Row.as_str(), "row");
     }
 }

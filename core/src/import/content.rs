@@ -13,7 +13,6 @@
 
 use sha2::{Digest, Sha256};
 
-use super::decision::DeadLetterReason;
 use crate::batch::BatchMetadata;
 
 /// Content that is not well-formed CSV of the batch's shape.
@@ -50,6 +49,8 @@ pub struct CsvRecordCounter {
     offset: u64,
     quote_opened_at: u64,
     error: Option<CsvError>,
+    /// Where each record ended (the offset after its line break), when asked to keep them.
+    ends: Option<Vec<u64>>,
 }
 
 impl CsvRecordCounter {
@@ -64,6 +65,7 @@ impl CsvRecordCounter {
             offset: 0,
             quote_opened_at: 0,
             error: None,
+            ends: None,
         }
     }
 
@@ -110,6 +112,9 @@ impl CsvRecordCounter {
     fn end_record(&mut self) {
         let found = self.fields + 1;
         self.records += 1;
+        if let Some(ends) = self.ends.as_mut() {
+            ends.push(self.offset + 1);
+        }
         if let Some(expected) = self.expected_fields
             && found != expected
         {
@@ -142,6 +147,73 @@ impl CsvRecordCounter {
     }
 }
 
+/// The byte range of each record of `body`, its line break included, read as
+/// [`CsvRecordCounter`] reads them (a line break inside quotes does not end a record).
+pub fn record_spans(body: &[u8]) -> Result<Vec<std::ops::Range<usize>>, CsvError> {
+    let mut counter = CsvRecordCounter::new(None);
+    counter.ends = Some(Vec::new());
+    counter.update(body);
+    let open = counter.open_record;
+    let mut ends = counter.ends.take().unwrap_or_default();
+    counter.finish()?;
+    if open {
+        ends.push(body.len() as u64);
+    }
+    let mut start = 0;
+    Ok(ends
+        .into_iter()
+        .map(|end| {
+            let span = start..end as usize;
+            start = end as usize;
+            span
+        })
+        .collect())
+}
+
+/// `body` without the records whose 0-based indexes are in `skip` (any order): what a
+/// warehouse loads once it refused those rows. A last record without its line break gets one,
+/// so the records left still end where they did.
+pub fn without_rows(body: &[u8], skip: &[u64]) -> Result<Vec<u8>, CsvError> {
+    let spans = record_spans(body)?;
+    let skip: std::collections::BTreeSet<u64> = skip.iter().copied().collect();
+    let mut out = Vec::with_capacity(body.len());
+    for (i, span) in spans.into_iter().enumerate() {
+        if skip.contains(&(i as u64)) {
+            continue;
+        }
+        out.extend_from_slice(&body[span]);
+        if out.last() != Some(&b'\n') {
+            out.push(b'\n');
+        }
+    }
+    Ok(out)
+}
+
+/// Content that is not the batch its metadata describes: poison.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ContentError {
+    #[error(
+        "checksum mismatch: metadata says sha256 {}, content is {actual}",
+        super::one_line(expected)
+    )]
+    ChecksumMismatch { expected: String, actual: String },
+    #[error("row count mismatch: metadata says {expected} rows, content has {actual}")]
+    RowCountMismatch { expected: u64, actual: u64 },
+    #[error("malformed CSV: {0}")]
+    MalformedCsv(CsvError),
+}
+
+impl ContentError {
+    /// A stable label (the dead-letter reason code).
+    pub fn code(&self) -> &'static str {
+        match self {
+            ContentError::ChecksumMismatch { .. } => "checksum_mismatch",
+            ContentError::RowCountMismatch { .. } => "row_count_mismatch",
+            ContentError::MalformedCsv(_) => "malformed_csv",
+        }
+    }
+}
+
 /// Streams an object's uncompressed bytes against its metadata: SHA-256, record count and the
 /// field count of every record.
 #[derive(Clone, Debug)]
@@ -158,7 +230,7 @@ impl ContentCheck {
             expected_sha256: meta.sha256.to_ascii_lowercase(),
             expected_rows: meta.row_count,
             hasher: Sha256::new(),
-            counter: CsvRecordCounter::new(Some(meta.columns.len() as u64)),
+            counter: CsvRecordCounter::new(Some(u64::from(meta.column_count))),
         }
     }
 
@@ -169,17 +241,17 @@ impl ContentCheck {
 
     /// `Ok` if the content is the batch the metadata describes, else why it is poison. The
     /// checksum is judged first: if the bytes are not the ones written, their shape says nothing.
-    pub fn finish(self) -> Result<(), DeadLetterReason> {
+    pub fn finish(self) -> Result<(), ContentError> {
         let actual = hex::encode(self.hasher.finalize());
         if actual != self.expected_sha256 {
-            return Err(DeadLetterReason::ChecksumMismatch {
+            return Err(ContentError::ChecksumMismatch {
                 expected: self.expected_sha256,
                 actual,
             });
         }
-        let rows = self.counter.finish().map_err(DeadLetterReason::MalformedCsv)?;
+        let rows = self.counter.finish().map_err(ContentError::MalformedCsv)?;
         if rows != self.expected_rows {
-            return Err(DeadLetterReason::RowCountMismatch {
+            return Err(ContentError::RowCountMismatch {
                 expected: self.expected_rows,
                 actual: rows,
             });
@@ -189,7 +261,7 @@ impl ContentCheck {
 }
 
 /// [`ContentCheck`] over bytes already in memory.
-pub fn verify(meta: &BatchMetadata, bytes: &[u8]) -> Result<(), DeadLetterReason> {
+pub fn verify(meta: &BatchMetadata, bytes: &[u8]) -> Result<(), ContentError> {
     let mut check = ContentCheck::new(meta);
     check.update(bytes);
     check.finish()
@@ -218,13 +290,15 @@ mod tests {
     fn meta_for(bytes: &[u8], rows: u64, columns: &[&str]) -> BatchMetadata {
         BatchMetadata {
             table: "orders".into(),
-            columns: columns.iter().map(|c| c.to_string()).collect(),
+            columns_sha256: crate::batch::columns_digest(columns),
+            column_count: columns.len() as u32,
             row_count: rows,
             shard: ShardId::new("shardId-000000000001"),
             first: Position::new(SequenceNumber::from_u128(1), 0),
             last: Position::new(SequenceNumber::from_u128(2), 0),
             catalog_version: "v1".into(),
             sha256: hex::encode(Sha256::digest(bytes)),
+            csv_bytes: bytes.len() as u64,
             min_received_at: Timestamp::from_millis(1),
             max_received_at: Timestamp::from_millis(2),
             compression: Compression::None,
@@ -253,6 +327,18 @@ mod tests {
         for (text, want) in cases {
             assert_eq!(count(text), Ok(*want), "{text:?}");
         }
+    }
+
+    #[test]
+    fn records_are_spanned_and_left_out_quote_aware() {
+        let body = b"a,\"x\ny\"\nb,c\r\nd,e";
+        let spans = record_spans(body).unwrap();
+        assert_eq!(spans, vec![0..8, 8..13, 13..16]);
+        assert_eq!(without_rows(body, &[1]).unwrap(), b"a,\"x\ny\"\nd,e\n");
+        assert_eq!(without_rows(body, &[0, 2]).unwrap(), b"b,c\r\n");
+        assert_eq!(without_rows(body, &[]).unwrap(), b"a,\"x\ny\"\nb,c\r\nd,e\n");
+        assert!(record_spans(b"\"open").is_err());
+        assert!(record_spans(b"").unwrap().is_empty());
     }
 
     #[test]
@@ -333,7 +419,7 @@ mod tests {
         let actual = hex::encode(Sha256::digest(csv));
         assert_eq!(
             err,
-            DeadLetterReason::ChecksumMismatch {
+            ContentError::ChecksumMismatch {
                 expected: meta.sha256.clone(),
                 actual: actual.clone()
             }
@@ -353,7 +439,7 @@ mod tests {
         let err = verify(&meta_for(csv, 3, &["x", "y"]), csv).unwrap_err();
         assert_eq!(
             err,
-            DeadLetterReason::RowCountMismatch {
+            ContentError::RowCountMismatch {
                 expected: 3,
                 actual: 2
             }

@@ -12,21 +12,26 @@
 //!    so a duplicate delivery of a loaded batch is never dead-lettered because the catalog moved
 //!    on since, or because a concurrent importer's load won the race;
 //! 3. key and metadata agree (table segment, compression extension);
-//! 4. the table is in the catalog and the batch has exactly its columns (in any order: the COPY
+//! 4. the schema object the metadata names is there (absent: retried, as for the metadata) and
+//!    is the one it names;
+//! 5. the table is in the catalog and the batch has exactly its columns (in any order: the COPY
 //!    names them). When the batch was written under another catalog version, this importer may
 //!    just be behind a deploy, so the mismatch is retried before it is dead-lettered;
-//! 5. the last warehouse error, if any: permanent is dead-lettered, transient is retried with
-//!    backoff until the attempts run out.
+//! 6. the last warehouse error, if any: permanent is dead-lettered, transient is retried with
+//!    backoff until the attempts run out. (A row's error never gets here: the importer isolates
+//!    the row first, see [`RowIsolation`](super::RowIsolation).)
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
-use super::backoff::Backoff;
 use super::classify::{ErrorClass, WarehouseError, classify};
-use super::content::CsvError;
+use super::content::ContentError;
 use super::notification::{NotificationError, ObjectRef};
 use super::one_line;
-use crate::batch::{BatchMetadata, MetadataError};
+use crate::backoff::Backoff;
+use crate::batch::{BatchMetadata, BatchSchema, MetadataError};
+use crate::compression::DecompressError;
+use crate::keys;
 use crate::time::Timestamp;
 
 /// Everything [`decide`] looks at for one object.
@@ -35,6 +40,9 @@ pub struct ImportInput<'a> {
     pub object: &'a ObjectRef,
     /// `None` when the object has no metadata (yet); else what reading it gave.
     pub metadata: Option<&'a Result<BatchMetadata, MetadataError>>,
+    /// `None` when the schema object the metadata names is not there (yet); else what reading
+    /// it gave. Not looked at without good metadata.
+    pub schema: Option<&'a Result<BatchSchema, MetadataError>>,
     /// The catalog's columns for the metadata's table; `None` when the catalog has no such table.
     pub expected_columns: Option<&'a [String]>,
     /// The importer's catalog version.
@@ -94,6 +102,8 @@ pub enum DeadLetterReason {
     MissingMetadata { attempts: u32 },
     #[error("bad metadata: {}", one_line(&.0.to_string()))]
     BadMetadata(MetadataError),
+    #[error("no schema object {} found after {attempts} attempt(s)", one_line(&format!("{key:?}")))]
+    MissingSchema { key: String, attempts: u32 },
     #[error("object key {} does not match its metadata: {}", one_line(&format!("{key:?}")), one_line(detail))]
     KeyMismatch { key: String, detail: String },
     #[error(
@@ -111,15 +121,14 @@ pub enum DeadLetterReason {
     /// twice as large.
     #[error("{0}")]
     SchemaMismatch(Box<SchemaMismatch>),
-    #[error(
-        "checksum mismatch: metadata says sha256 {}, content is {actual}",
-        one_line(expected)
-    )]
-    ChecksumMismatch { expected: String, actual: String },
-    #[error("row count mismatch: metadata says {expected} rows, content has {actual}")]
-    RowCountMismatch { expected: u64, actual: u64 },
-    #[error("malformed CSV: {0}")]
-    MalformedCsv(CsvError),
+    /// The bytes are not the batch the metadata describes.
+    #[error("{0}")]
+    Content(ContentError),
+    #[error("cannot decompress: {}", one_line(&.0.to_string()))]
+    Decompress(DecompressError),
+    /// Row isolation gave up: too many rows refused, or none to blame.
+    #[error("{}", one_line(.0))]
+    RowsRefused(String),
     #[error("warehouse rejected the batch: {}", one_line(&.0.to_string()))]
     WarehouseRejected(WarehouseError),
     #[error("gave up after {attempts} attempts; last error: {}", one_line(&last_error.to_string()))]
@@ -136,12 +145,13 @@ impl DeadLetterReason {
             DeadLetterReason::MalformedNotification(_) => "malformed_notification",
             DeadLetterReason::MissingMetadata { .. } => "missing_metadata",
             DeadLetterReason::BadMetadata(_) => "bad_metadata",
+            DeadLetterReason::MissingSchema { .. } => "missing_schema",
             DeadLetterReason::KeyMismatch { .. } => "key_mismatch",
             DeadLetterReason::UnknownTable { .. } => "unknown_table",
             DeadLetterReason::SchemaMismatch(_) => "schema_mismatch",
-            DeadLetterReason::ChecksumMismatch { .. } => "checksum_mismatch",
-            DeadLetterReason::RowCountMismatch { .. } => "row_count_mismatch",
-            DeadLetterReason::MalformedCsv(_) => "malformed_csv",
+            DeadLetterReason::Content(e) => e.code(),
+            DeadLetterReason::Decompress(_) => "corrupt_compression",
+            DeadLetterReason::RowsRefused(_) => "rows_refused",
             DeadLetterReason::WarehouseRejected(_) => "warehouse_rejected",
             DeadLetterReason::GaveUp { .. } => "gave_up",
         }
@@ -220,7 +230,17 @@ pub fn decide(input: &ImportInput<'_>, backoff: &Backoff) -> Decision {
             detail,
         });
     }
-    if let Some(reason) = catalog_mismatch(meta, input.expected_columns, input.catalog_version) {
+    let schema = match input.schema {
+        None => {
+            return retry_or_dead_letter(DeadLetterReason::MissingSchema {
+                key: keys::schema_key(&meta.table, &meta.columns_sha256),
+                attempts: attempt,
+            });
+        }
+        Some(Err(e)) => return dead_letter(DeadLetterReason::BadMetadata(e.clone())),
+        Some(Ok(schema)) => schema,
+    };
+    if let Some(reason) = catalog_mismatch(meta, schema, input.expected_columns, input.catalog_version) {
         return if meta.catalog_version == input.catalog_version {
             dead_letter(reason)
         } else {
@@ -230,7 +250,9 @@ pub fn decide(input: &ImportInput<'_>, backoff: &Backoff) -> Decision {
     match input.last_error {
         None => Decision::Load,
         Some(error) => match classify(error) {
-            ErrorClass::Permanent => dead_letter(DeadLetterReason::WarehouseRejected(error.clone())),
+            ErrorClass::Permanent | ErrorClass::Row => {
+                dead_letter(DeadLetterReason::WarehouseRejected(error.clone()))
+            }
             ErrorClass::Transient => retry_or_dead_letter(DeadLetterReason::GaveUp {
                 attempts: attempt,
                 last_error: error.clone(),
@@ -243,7 +265,7 @@ pub fn decide(input: &ImportInput<'_>, backoff: &Backoff) -> Decision {
 /// tampered with or mixed up; loading would put rows in a table the key does not name.
 fn key_mismatch(object: &ObjectRef, meta: &BatchMetadata) -> Option<String> {
     let mut detail = String::new();
-    match object.key_table() {
+    match keys::table_of_batch_key(&object.key) {
         Some(table) if table == meta.table => {}
         Some(table) => {
             let _ = write!(
@@ -272,6 +294,7 @@ fn key_mismatch(object: &ObjectRef, meta: &BatchMetadata) -> Option<String> {
 
 fn catalog_mismatch(
     meta: &BatchMetadata,
+    schema: &BatchSchema,
     expected: Option<&[String]>,
     catalog_version: &str,
 ) -> Option<DeadLetterReason> {
@@ -283,7 +306,7 @@ fn catalog_mismatch(
         });
     };
     let expected_set: BTreeSet<&str> = expected.iter().map(String::as_str).collect();
-    let batch_set: BTreeSet<&str> = meta.columns.iter().map(String::as_str).collect();
+    let batch_set: BTreeSet<&str> = schema.columns.iter().map(String::as_str).collect();
     let missing: Vec<String> = expected
         .iter()
         .filter(|c| !batch_set.contains(c.as_str()))
@@ -292,7 +315,7 @@ fn catalog_mismatch(
     let mut unexpected: Vec<String> = Vec::new();
     let mut duplicated: Vec<String> = Vec::new();
     let mut seen = BTreeSet::new();
-    for c in &meta.columns {
+    for c in &schema.columns {
         if !seen.insert(c.as_str()) {
             if !duplicated.contains(c) {
                 duplicated.push(c.clone());
@@ -339,13 +362,15 @@ mod tests {
     fn meta() -> BatchMetadata {
         BatchMetadata {
             table: "orders".into(),
-            columns: cols(&["event_id", "row_index", "total"]),
+            columns_sha256: crate::batch::columns_digest(&cols(&["event_id", "row_index", "total"])),
+            column_count: 3,
             row_count: 3,
             shard: ShardId::new("shardId-000000000001"),
             first: Position::new(SequenceNumber::from_u128(10), 0),
             last: Position::new(SequenceNumber::from_u128(12), 0),
             catalog_version: "v1".into(),
             sha256: "ab".repeat(32),
+            csv_bytes: 30,
             min_received_at: Timestamp::from_millis(1),
             max_received_at: Timestamp::from_millis(2),
             compression: Compression::None,
@@ -366,6 +391,7 @@ mod tests {
     struct Case {
         object: ObjectRef,
         metadata: Option<Result<BatchMetadata, MetadataError>>,
+        schema: Option<Result<BatchSchema, MetadataError>>,
         expected_columns: Option<Vec<String>>,
         catalog_version: String,
         already_loaded: bool,
@@ -378,6 +404,10 @@ mod tests {
             Case {
                 object: object(),
                 metadata: Some(Ok(meta())),
+                schema: Some(Ok(BatchSchema {
+                    table: "orders".into(),
+                    columns: cols(&["event_id", "row_index", "total"]),
+                })),
                 expected_columns: Some(cols(&["event_id", "row_index", "total"])),
                 catalog_version: "v1".into(),
                 already_loaded: false,
@@ -393,10 +423,18 @@ mod tests {
             self
         }
 
+        fn columns(mut self, names: &[&str]) -> Self {
+            if let Some(Ok(s)) = &mut self.schema {
+                s.columns = cols(names);
+            }
+            self
+        }
+
         fn decide(&self) -> Decision {
             let input = ImportInput {
                 object: &self.object,
                 metadata: self.metadata.as_ref(),
+                schema: self.schema.as_ref(),
                 expected_columns: self.expected_columns.as_deref(),
                 catalog_version: &self.catalog_version,
                 already_loaded: self.already_loaded,
@@ -430,7 +468,7 @@ mod tests {
 
     #[test]
     fn column_order_does_not_matter() {
-        let case = Case::new().meta(|m| m.columns = cols(&["total", "event_id", "row_index"]));
+        let case = Case::new().columns(&["total", "event_id", "row_index"]);
         assert_eq!(case.decide(), Decision::Load);
     }
 
@@ -584,8 +622,7 @@ mod tests {
 
     #[test]
     fn a_schema_mismatch_names_the_differing_columns() {
-        let case =
-            Case::new().meta(|m| m.columns = cols(&["event_id", "totl", "row_index", "totl", "event_id"]));
+        let case = Case::new().columns(&["event_id", "totl", "row_index", "totl", "event_id"]);
         let reason = case.dead_letter();
         assert_eq!(
             reason,
@@ -600,20 +637,19 @@ mod tests {
         );
         assert_eq!(reason.code(), "schema_mismatch");
 
-        let case = Case::new().meta(|m| m.columns = cols(&["event_id", "row_index"]));
+        let case = Case::new().columns(&["event_id", "row_index"]);
         assert_eq!(
             case.dead_letter().to_string(),
             "schema mismatch for table `orders`: missing columns `total` (batch catalog version v1, importer \
              catalog version v1)"
         );
-        let case =
-            Case::new().meta(|m| m.columns = cols(&["event_id", "row_index", "total", "currency", "note"]));
+        let case = Case::new().columns(&["event_id", "row_index", "total", "currency", "note"]);
         assert_eq!(
             case.dead_letter().to_string(),
             "schema mismatch for table `orders`: unexpected columns `currency`, `note` (batch catalog version v1, \
              importer catalog version v1)"
         );
-        let case = Case::new().meta(|m| m.columns = cols(&["event_id", "row_index", "total", "total"]));
+        let case = Case::new().columns(&["event_id", "row_index", "total", "total"]);
         assert_eq!(
             case.dead_letter().to_string(),
             "schema mismatch for table `orders`: duplicated columns `total` (batch catalog version v1, importer \
@@ -701,6 +737,32 @@ mod tests {
     }
 
     #[test]
+    fn a_missing_schema_object_is_retried_then_dead_lettered() {
+        let case = |attempt| Case {
+            schema: None,
+            attempt,
+            ..Case::new()
+        };
+        assert_eq!(case(1).decide(), retry(1_050, 2));
+        let reason = case(3).dead_letter();
+        assert_eq!(reason.code(), "missing_schema");
+        assert!(
+            reason
+                .to_string()
+                .starts_with("no schema object \"schemas/orders/"),
+            "{reason}"
+        );
+        let bad = Case {
+            schema: Some(Err(MetadataError::Invalid {
+                field: "columns-sha256",
+                value: "x".into(),
+            })),
+            ..Case::new()
+        };
+        assert_eq!(bad.dead_letter().code(), "bad_metadata");
+    }
+
+    #[test]
     fn bad_metadata_wins_over_the_last_error() {
         let case = Case {
             metadata: Some(Err(MetadataError::Missing("sha256"))),
@@ -740,15 +802,26 @@ mod tests {
                 batch_catalog_version: nasty.into(),
                 catalog_version: nasty.into(),
             })),
-            DeadLetterReason::ChecksumMismatch {
+            DeadLetterReason::Content(ContentError::ChecksumMismatch {
                 expected: nasty.into(),
                 actual: "00".into(),
-            },
-            DeadLetterReason::RowCountMismatch {
+            }),
+            DeadLetterReason::Content(ContentError::RowCountMismatch {
                 expected: 1,
                 actual: 2,
+            }),
+            DeadLetterReason::Content(ContentError::MalformedCsv(
+                crate::import::CsvError::UnterminatedQuote { offset: 9 },
+            )),
+            DeadLetterReason::MissingSchema {
+                key: nasty.into(),
+                attempts: 3,
             },
-            DeadLetterReason::MalformedCsv(CsvError::UnterminatedQuote { offset: 9 }),
+            DeadLetterReason::Decompress(DecompressError::Corrupt {
+                compression: crate::compression::Compression::Gzip,
+                detail: nasty.into(),
+            }),
+            DeadLetterReason::RowsRefused(nasty.into()),
             DeadLetterReason::WarehouseRejected(WarehouseError::with_sqlstate("42P01", nasty)),
             DeadLetterReason::GaveUp {
                 attempts: 2,

@@ -9,26 +9,31 @@
 //!    [`Decision::Load`], [`Decision::Skip`], [`Decision::RetryAt`] or [`Decision::DeadLetter`].
 //! 3. Before the COPY it streams the object's (uncompressed) bytes through a [`ContentCheck`] (or
 //!    calls [`verify`]), which catches a checksum, row-count or CSV-shape mismatch as poison.
-//! 4. If the load fails, the adapter turns the failure into a [`WarehouseError`]; [`decide`] is asked
-//!    again with it, [`classify`]es it and answers with a retry time from [`Backoff`] or a
-//!    dead-letter reason.
+//! 4. If the load fails, the adapter turns the failure into a [`WarehouseError`] and [`classify`]
+//!    sorts it. A row's error starts a [`RowIsolation`], which finds the refused rows so the
+//!    others load; any other is handed to [`decide`] again, which answers with a retry time from
+//!    [`Backoff`](crate::backoff::Backoff) or a dead-letter reason.
 //!
 //! Everything here is pure: time comes in as `now`, randomness as a `draw` in `[0, 1)`.
 
-mod backoff;
 mod classify;
 mod content;
 mod decision;
+mod isolation;
 mod notification;
+mod refused;
 
-pub use backoff::Backoff;
 pub use classify::{ErrorClass, WarehouseError, WarehouseErrorKind, classify};
-pub use content::{ContentCheck, CsvError, CsvRecordCounter, verify};
+pub use content::{
+    ContentCheck, ContentError, CsvError, CsvRecordCounter, record_spans, verify, without_rows,
+};
 pub use decision::{DeadLetterReason, Decision, ImportInput, SchemaMismatch, SkipReason, decide};
+pub use isolation::{Outcome as IsolationOutcome, RowIsolation, Step as IsolationStep};
 pub use notification::{
     IgnoreReason, Notification, NotificationError, ObjectRef, Sequencer, object_created_message,
     parse_message,
 };
+pub use refused::{RefusedRow, RefusedRows};
 
 /// Longest piece of foreign text (a warehouse message, a key) kept in a reason: dead-letter reasons
 /// travel as SQS message attributes, which count against the message's size limit.

@@ -13,7 +13,8 @@ use percent_encoding::percent_decode_str;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::batch::{Compression, LOADS_PREFIX};
+use crate::keys::{self, LOADS_PREFIX};
+use crate::ports::ObjectLocation;
 use crate::time::Timestamp;
 
 /// An object announced by a notification, with its key already decoded: the importer's unit of
@@ -34,11 +35,14 @@ pub struct ObjectRef {
 }
 
 impl ObjectRef {
+    /// Where the object is: the notification's bucket and key.
+    pub fn location(&self) -> ObjectLocation {
+        ObjectLocation::new(&self.bucket, &self.key)
+    }
+
     /// The table segment of a `loads/<table>/...` key, which the batch metadata must agree with.
     pub fn key_table(&self) -> Option<&str> {
-        let rest = self.key.strip_prefix(LOADS_PREFIX)?;
-        let (table, _) = rest.split_once('/')?;
-        (!table.is_empty()).then_some(table)
+        keys::table_of_batch_key(&self.key)
     }
 }
 
@@ -268,10 +272,7 @@ fn parse_record(index: usize, record: &Value) -> Result<Result<ObjectRef, Ignore
     if !key.starts_with(LOADS_PREFIX) {
         return Ok(Err(IgnoreReason::OutsideLoads { key }));
     }
-    if ![Compression::None, Compression::Gzip, Compression::Zstd]
-        .iter()
-        .any(|c| key.ends_with(c.extension()))
-    {
+    if !keys::is_batch_key(&key) {
         return Ok(Err(IgnoreReason::NotABatchObject { key }));
     }
     let event_time =

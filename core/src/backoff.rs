@@ -1,9 +1,11 @@
-//! When to try a failed load again: exponential backoff with full jitter and a cap.
+//! When to try a failed call again: exponential backoff with full jitter and a cap.
 //!
-//! [`decide`](super::decide) asks [`Backoff::retry_at`] after a transient failure; the driver then
-//! hides the message until that time (SQS `ChangeMessageVisibility`, or the local queue's
-//! equivalent). Full jitter spreads the retries of many importers that failed together (a
-//! warehouse restart) instead of having them return in lock step.
+//! Every driver retries with it: the importer asks [`Backoff::retry_at`] (through
+//! [`decide`](crate::import::decide)) after a transient load failure and hides the message until
+//! then (SQS `ChangeMessageVisibility`); the producer re-puts failed records after
+//! [`Backoff::delay`]; the consumer retries object writes, reads and lease calls the same way.
+//! Full jitter spreads the retries of many workers that failed together (a warehouse restart, a
+//! throttled shard) instead of having them return in lock step.
 
 use std::time::Duration;
 
