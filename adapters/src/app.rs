@@ -10,18 +10,22 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use metrics_exporter_prometheus::PrometheusHandle;
+use microbatch_core::backoff::Backoff;
 use microbatch_core::batcher::BatchPolicy;
 use microbatch_core::catalog::Catalog;
 use microbatch_core::driver::{Consumer, ConsumerConfig, Importer, ImporterConfig, Producer, ProducerConfig};
-use microbatch_core::import::Backoff;
 use microbatch_core::kpl::AggregatorConfig;
-use microbatch_core::ports::{LeaseStore, ObjectStore, Queue, StreamReader, StreamWriter, Warehouse};
+use microbatch_core::ports::{
+    LeaseStore, ObjectReader, ObjectWriter, Queue, StreamReader, StreamWriter, Warehouse,
+};
+use microbatch_core::read::ReadPacing;
 use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::producer::{AppState, router};
 use crate::runtime::{OsEntropy, SystemClock};
 use crate::telemetry::MetricsObserver;
+use crate::worker_id::WorkerId;
 
 /// A shutdown signal that many tasks can wait on.
 #[derive(Debug, Clone)]
@@ -84,14 +88,9 @@ pub fn producer_config(config: &Config) -> ProducerConfig {
     }
 }
 
-/// The core consumer's settings from the configuration.
-pub fn consumer_config(config: &Config) -> ConsumerConfig {
+/// The core consumer's settings from the configuration, for the worker named `owner`.
+pub fn consumer_config(config: &Config, owner: String) -> ConsumerConfig {
     let c = &config.consumer;
-    let owner = if c.worker_id.is_empty() {
-        format!("{}-{}", hostname(), std::process::id())
-    } else {
-        c.worker_id.clone()
-    };
     ConsumerConfig {
         owner,
         batch: BatchPolicy {
@@ -100,10 +99,27 @@ pub fn consumer_config(config: &Config) -> ConsumerConfig {
             max_age: Duration::from_millis(c.flush_interval_ms),
             budget_bytes: c.buffer_budget_bytes,
         },
+        compression: c.compression,
         read_limit: c.read_limit,
         idle_poll: Duration::from_millis(c.idle_poll_ms),
+        pacing: ReadPacing {
+            calls_per_sec: c.read_calls_per_sec,
+            bytes_per_sec: c.read_bytes_per_sec,
+        },
+        lease_sync: Duration::from_millis(c.lease_sync_ms),
+        shard_sync: Duration::from_millis(c.shard_sync_ms),
+        failover: Duration::from_millis(c.failover_ms),
         max_inflight_writes: c.max_inflight_writes,
         ..ConsumerConfig::default()
+    }
+}
+
+/// This process's worker name: the configured one, or its slot's in the data directory.
+pub fn worker_id(config: &Config) -> anyhow::Result<WorkerId> {
+    if config.consumer.worker_id.is_empty() {
+        WorkerId::claim(&config.data_dir)
+    } else {
+        Ok(WorkerId::configured(&config.consumer.worker_id))
     }
 }
 
@@ -114,6 +130,7 @@ pub fn importer_config(config: &Config) -> ImporterConfig {
         receive_wait: Duration::from_millis(c.receive_wait_ms),
         concurrency: c.concurrency.max(1),
         load_group_bytes: c.load_group_bytes.max(1),
+        max_refused_rows: c.max_refused_rows,
         backoff: Backoff::new(
             Duration::from_millis(c.backoff_base_ms),
             Duration::from_millis(c.backoff_cap_ms),
@@ -121,12 +138,6 @@ pub fn importer_config(config: &Config) -> ImporterConfig {
         ),
         ..ImporterConfig::default()
     }
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/etc/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "worker".into())
 }
 
 /// Serves the producer until `shutdown`, then drains: returns once every accepted event is
@@ -193,10 +204,12 @@ pub async fn run_consumer<R, O, L>(
 ) -> anyhow::Result<()>
 where
     R: StreamReader,
-    O: ObjectStore,
+    O: ObjectWriter,
     L: LeaseStore,
 {
     static OBSERVER: MetricsObserver = MetricsObserver { service: "consume" };
+    let worker = worker_id(config)?;
+    tracing::info!(worker = %worker.id, "consumer starting");
     let consumer = Consumer::new(
         reader,
         store,
@@ -205,7 +218,7 @@ where
         &OsEntropy,
         &OBSERVER,
         catalog,
-        consumer_config(config),
+        consumer_config(config, worker.id.clone()),
     )?;
     consumer.run(shutdown.wait()).await?;
     tracing::info!("consumer stopped; buffers flushed and checkpointed");
@@ -223,7 +236,7 @@ pub async fn run_importer<Q, O, W>(
 ) -> anyhow::Result<()>
 where
     Q: Queue,
-    O: ObjectStore,
+    O: ObjectReader + ObjectWriter,
     W: Warehouse,
 {
     static OBSERVER: MetricsObserver = MetricsObserver { service: "import" };

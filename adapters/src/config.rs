@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
+use microbatch_core::batch::Compression;
 use serde::{Deserialize, Serialize};
 
 /// The whole configuration.
@@ -301,16 +302,30 @@ pub struct LeasesConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ConsumerConfig {
-    /// This worker's lease owner name (default: host name and process id).
+    /// This worker's lease owner name. Empty: the one kept in the data directory
+    /// (`worker-<n>.id`, one per process running on it), so a restarted process takes its own
+    /// leases back at once instead of waiting the failover time.
     pub worker_id: String,
     pub flush_interval_ms: u64,
     pub max_batch_rows: usize,
     pub max_batch_bytes: usize,
     /// Memory for all buffers together.
     pub buffer_budget_bytes: usize,
+    /// How batch objects are compressed: `none`, `gzip` or `zstd`.
+    pub compression: Compression,
     pub read_limit: usize,
     pub idle_poll_ms: u64,
+    /// Reads of one shard a second, at most (Kinesis allows 5 for all its readers).
+    pub read_calls_per_sec: f64,
+    /// Bytes read from one shard a second, at most (Kinesis allows 2 MiB).
+    pub read_bytes_per_sec: u64,
     pub max_inflight_writes: usize,
+    /// How often leases are renewed and balanced; well below `failover_ms`.
+    pub lease_sync_ms: u64,
+    /// How often the stream's shards are listed (resharding).
+    pub shard_sync_ms: u64,
+    /// A lease not renewed for this long is taken by another worker.
+    pub failover_ms: u64,
 }
 
 impl Default for ConsumerConfig {
@@ -321,9 +336,15 @@ impl Default for ConsumerConfig {
             max_batch_rows: 500_000,
             max_batch_bytes: 16 << 20,
             buffer_budget_bytes: 128 << 20,
+            compression: Compression::None,
             read_limit: 10_000,
             idle_poll_ms: 100,
+            read_calls_per_sec: 5.0,
+            read_bytes_per_sec: 2 << 20,
             max_inflight_writes: 32,
+            lease_sync_ms: 3_000,
+            shard_sync_ms: 30_000,
+            failover_ms: 10_000,
         }
     }
 }
@@ -340,6 +361,9 @@ pub struct ImporterConfig {
     pub concurrency: usize,
     /// Batches of one receive share a warehouse transaction up to this many bytes of CSV.
     pub load_group_bytes: usize,
+    /// Rows of one batch the warehouse may refuse (each kept in `rejected/rows/`) before the
+    /// batch itself is dead-lettered.
+    pub max_refused_rows: usize,
 }
 
 impl Default for ImporterConfig {
@@ -351,6 +375,7 @@ impl Default for ImporterConfig {
             receive_wait_ms: 1000,
             concurrency: 4,
             load_group_bytes: 8 << 20,
+            max_refused_rows: 100,
         }
     }
 }
@@ -484,6 +509,19 @@ impl Config {
         }
         if self.stream.shards == 0 {
             return Err(ConfigError("stream.shards must be at least 1".into()));
+        }
+        let c = &self.consumer;
+        if c.lease_sync_ms == 0 || c.lease_sync_ms * 2 > c.failover_ms {
+            return Err(ConfigError(format!(
+                "consumer.lease_sync_ms ({}) must be above 0 and at most half of consumer.failover_ms ({}): \
+                 a lease must be renewed at least twice before another worker may take it",
+                c.lease_sync_ms, c.failover_ms
+            )));
+        }
+        if !(c.read_calls_per_sec >= 0.0 && c.read_calls_per_sec.is_finite()) {
+            return Err(ConfigError(
+                "consumer.read_calls_per_sec must be a number of at least 0 (0: no limit)".into(),
+            ));
         }
         Ok(())
     }

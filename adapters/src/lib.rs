@@ -18,4 +18,5 @@ pub mod producer;
 pub mod runtime;
 pub mod telemetry;
 pub mod warehouse;
+pub mod worker_id;
 pub mod workload;

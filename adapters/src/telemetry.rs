@@ -180,10 +180,13 @@ impl Observer for MetricsObserver {
             Observation::RecordsRead {
                 shard,
                 records,
+                bytes,
                 millis_behind_latest,
             } => {
                 metrics::counter!("microbatch_records_read_total", "shard" => shard.to_string())
                     .increment(records as u64);
+                metrics::counter!("microbatch_bytes_read_total", "shard" => shard.to_string())
+                    .increment(bytes as u64);
                 emf_count(s, "RecordsRead", records as f64);
                 if let Some(ms) = millis_behind_latest {
                     metrics::gauge!("microbatch_millis_behind_latest", "shard" => shard.to_string())
@@ -216,7 +219,46 @@ impl Observer for MetricsObserver {
                 emf_value(s, "BatchRows", "Count", rows as f64);
                 emf_value(s, "BatchBytes", "Bytes", bytes as f64);
             }
-            Observation::BatchWritten { key } => tracing::debug!(key, "batch written"),
+            Observation::BatchWritten { key, bytes } => {
+                metrics::histogram!("microbatch_batch_stored_bytes").record(bytes as f64);
+                tracing::debug!(key, bytes, "batch written");
+            }
+            Observation::WriteFailed {
+                key,
+                error,
+                attempt,
+                stalled,
+            } => {
+                let stalls = if stalled { "true" } else { "false" };
+                metrics::counter!(
+                    "microbatch_object_writes_failed_total",
+                    "kind" => error.kind.as_str(),
+                    "stalled" => stalls
+                )
+                .increment(1);
+                emf_count(s, "ObjectWritesFailed", 1.0);
+                if stalled {
+                    // The alarm: a write that retries alone will not cure, its shard not read meanwhile.
+                    emf_count(s, "ObjectWritesStalled", 1.0);
+                    tracing::error!(key, attempt, %error, "object write refused; its shard waits until it succeeds");
+                } else {
+                    tracing::warn!(key, attempt, %error, "object write failed; retrying");
+                }
+            }
+            Observation::LeaseDeleted { shard } => {
+                metrics::counter!("microbatch_leases_deleted_total").increment(1);
+                tracing::info!(%shard, "finished lease deleted");
+            }
+            Observation::RowRefused { key, row, reason } => {
+                metrics::counter!("microbatch_rows_refused_total").increment(1);
+                emf_count(s, "RowsRefused", 1.0);
+                tracing::warn!(
+                    key,
+                    row,
+                    reason,
+                    "row refused by the warehouse; kept in rejected/rows/"
+                );
+            }
             Observation::Checkpointed {
                 shard,
                 position,
@@ -297,17 +339,22 @@ impl Observer for MetricsObserver {
                 emf_count(s, "LoadFailures", 1.0);
                 tracing::warn!(key, attempt, error, class, "load failed");
             }
-            Observation::DeadLettered { key, reason } => {
-                metrics::counter!("microbatch_loads_dead_lettered_total", "table" => "").increment(1);
+            Observation::DeadLettered { key, code, reason } => {
+                metrics::counter!("microbatch_loads_dead_lettered_total", "table" => "", "code" => code.to_owned())
+                    .increment(1);
                 metrics::counter!("microbatch_loads_total", "table" => "", "outcome" => "dead_lettered")
                     .increment(1);
                 emf_count(s, "LoadsDeadLettered", 1.0);
-                tracing::error!(key, reason, "dead-lettered");
+                tracing::error!(key, code, reason, "dead-lettered");
             }
-            Observation::PortRetry { service, error } => {
-                metrics::counter!("microbatch_port_retries_total", "service" => service.to_owned())
-                    .increment(1);
-                tracing::warn!(service, error, "retrying");
+            Observation::PortRetry { service, kind, error } => {
+                metrics::counter!(
+                    "microbatch_port_retries_total",
+                    "service" => service.to_owned(),
+                    "kind" => kind.as_str()
+                )
+                .increment(1);
+                tracing::warn!(service, %kind, error, "retrying");
             }
         }
     }

@@ -37,7 +37,7 @@ impl MemStream {
 impl MemStream {
     fn check_up(&self) -> Result<(), PortError> {
         if self.down.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(PortError::transient(
+            return Err(PortError::unavailable(
                 "stream",
                 "AccessDeniedException: not authorized",
             ));

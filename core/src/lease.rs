@@ -61,7 +61,8 @@ impl Lease {
 /// What to do with the lease table now.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct LeasePlan {
-    /// Shards without a lease: create one each (a conditional create; another worker may win).
+    /// Shards without a lease: create one each (a conditional create; another worker may win),
+    /// in this order — parents first — and no further after a failure.
     pub create: Vec<Lease>,
     /// Held by this worker: renew them (bump the counter).
     pub renew: Vec<Lease>,
@@ -141,11 +142,15 @@ impl LeaseCoordinator {
         let mut plan = LeasePlan::default();
         let by_shard: HashMap<&ShardId, &Lease> = leases.iter().map(|l| (&l.shard, l)).collect();
         if let Some(shards) = shards {
-            plan.create = shards
+            // Parents before children: a child whose parents have no lease is read at once (their
+            // leases are deleted only once they are finished), so the lease loop creates in this
+            // order and stops at the first failure.
+            let mut create: Vec<&ShardInfo> = shards
                 .iter()
-                .filter(|s| !by_shard.contains_key(&s.id))
-                .map(Lease::new_for)
+                .filter(|s| !by_shard.contains_key(&s.id) && !finished_ancestor(s, shards, &by_shard))
                 .collect();
+            create.sort_by_key(|s| (ancestors(s, shards), s.id.clone()));
+            plan.create = create.into_iter().map(Lease::new_for).collect();
             plan.delete = deletable(leases, shards);
         }
         let mut own = Vec::new();
@@ -242,6 +247,47 @@ impl LeaseCoordinator {
         plan.lost.sort();
         plan
     }
+}
+
+/// How many ancestors `shard` has in the listing.
+fn ancestors(shard: &ShardInfo, shards: &[ShardInfo]) -> usize {
+    let mut depth = 0;
+    let mut frontier: Vec<&ShardId> = shard.parent.iter().chain(shard.adjacent_parent.iter()).collect();
+    let mut seen = HashSet::new();
+    while let Some(id) = frontier.pop() {
+        if !seen.insert(id) {
+            continue;
+        }
+        depth += 1;
+        if let Some(p) = shards.iter().find(|s| &s.id == id) {
+            frontier.extend(p.parent.iter().chain(p.adjacent_parent.iter()));
+        }
+    }
+    depth
+}
+
+/// Whether `shard` is a closed shard some descendant of which has a lease: it was finished and
+/// its lease deleted, and must not get a new one (its records would be read again).
+fn finished_ancestor(shard: &ShardInfo, shards: &[ShardInfo], leases: &HashMap<&ShardId, &Lease>) -> bool {
+    if !shard.closed {
+        return false;
+    }
+    let mut frontier = vec![&shard.id];
+    let mut seen = HashSet::new();
+    while let Some(id) = frontier.pop() {
+        for child in shards
+            .iter()
+            .filter(|s| s.parent.as_ref() == Some(id) || s.adjacent_parent.as_ref() == Some(id))
+        {
+            if leases.contains_key(&child.id) {
+                return true;
+            }
+            if seen.insert(&child.id) {
+                frontier.push(&child.id);
+            }
+        }
+    }
+    false
 }
 
 /// Finished leases to delete: a parent at `SHARD_END` once every child shard has a lease that
@@ -452,7 +498,10 @@ mod tests {
         // A shard gone from the stream (trimmed) goes too, once finished, and only then.
         let gone = [shard("c1", Some("p"), false)];
         let unfinished = lease("q", Some("x"), 1);
-        let plan = c.plan(&[ended, started, unfinished], Some(&gone), t(2));
+        let plan = c.plan(&[ended, started.clone(), unfinished], Some(&gone), t(2));
         assert_eq!(names(&plan.delete), ["p"]);
+        // Once deleted, a finished parent still listed gets no new lease: its children have one.
+        let plan = c.plan(&[started], Some(&shards), t(3));
+        assert_eq!(names(&plan.create), ["c2"]);
     }
 }

@@ -21,13 +21,15 @@ use microbatch_adapters::producer::ingest::{BodyFormat, Limits, parse_events};
 use microbatch_adapters::runtime::{OsEntropy, OsIds, SystemClock};
 use microbatch_adapters::telemetry::MetricsObserver;
 use microbatch_adapters::warehouse::SqlWarehouse;
-use microbatch_core::batch::BatchMetadata;
+use microbatch_core::batch::{BatchMetadata, BatchSchema};
 use microbatch_core::catalog::{Catalog, Source};
 use microbatch_core::driver::{Importer, ImporterConfig, Producer, ProducerConfig};
 use microbatch_core::event::{Envelope, EventId};
 use microbatch_core::kpl::KINESIS_MAX_RECORD_BYTES;
 use microbatch_core::mapping::{Lineage, MappedRows, Mapper};
-use microbatch_core::ports::{ObjectStore as _, Observation, Observer, Warehouse as _};
+use microbatch_core::ports::{
+    ObjectLocation, ObjectReader as _, ObjectWriter as _, Observation, Observer, Warehouse as _,
+};
 use microbatch_core::position::{Position, SequenceNumber, ShardId};
 use microbatch_core::time::Timestamp;
 use serde_json::value::RawValue;
@@ -275,6 +277,8 @@ struct Batch {
     key: String,
     body: Vec<u8>,
     meta: BatchMetadata,
+    /// From its schema object.
+    columns: Vec<String>,
 }
 
 async fn reset_schema(url: &str, schema: &str, catalog: &Catalog) -> anyhow::Result<SqlWarehouse> {
@@ -299,13 +303,27 @@ pub async fn importer_vs_psql(
 ) -> anyhow::Result<ImportComparison> {
     let src = DirStore::open(objects, "microbatch", NoNotifier).await?;
     let mut batches = Vec::new();
+    let mut schemas = std::collections::BTreeMap::new();
+    for key in src.keys("schemas/").await? {
+        if let Some(obj) = src.get(&ObjectLocation::new("microbatch", &key)).await? {
+            schemas.insert(key, obj.body);
+        }
+    }
     for key in src.keys("loads/").await? {
-        let Some(obj) = src.get(&key).await? else { continue };
+        let Some(obj) = src.get(&ObjectLocation::new("microbatch", &key)).await? else {
+            continue;
+        };
         let meta = BatchMetadata::from_pairs(obj.metadata.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+        let schema_key = microbatch_core::keys::schema_key(&meta.table, &meta.columns_sha256);
+        let schema = schemas
+            .get(&schema_key)
+            .with_context(|| format!("{key} names a schema object {schema_key} that is not there"))?;
+        let columns = BatchSchema::from_json(schema, &meta)?.columns;
         batches.push(Batch {
             key,
             body: obj.body,
             meta,
+            columns,
         });
     }
     if batches.is_empty() {
@@ -320,7 +338,7 @@ pub async fn importer_vs_psql(
         let script_dir = tempfile::tempdir()?;
         let mut script = String::new();
         for b in &batches {
-            let cols: Vec<String> = b.meta.columns.iter().map(|c| format!("\"{c}\"")).collect();
+            let cols: Vec<String> = b.columns.iter().map(|c| format!("\"{c}\"")).collect();
             script.push_str(&format!(
                 "\\copy \"lt_psql\".\"{}\" ({}) FROM '{}' WITH (FORMAT csv)\n",
                 b.meta.table,
@@ -346,14 +364,14 @@ pub async fn importer_vs_psql(
 
         // The importer as deployed (its default loops and load groups), then with one loop and
         // one batch per transaction, as the psql session loads them.
-        best_importer =
-            best_importer.min(time_importer(&batches, catalog, url, ImporterConfig::default()).await?);
+        best_importer = best_importer
+            .min(time_importer(&batches, &schemas, catalog, url, ImporterConfig::default()).await?);
         let serial = ImporterConfig {
             concurrency: 1,
             load_group_bytes: 1,
             ..ImporterConfig::default()
         };
-        best_serial = best_serial.min(time_importer(&batches, catalog, url, serial).await?);
+        best_serial = best_serial.min(time_importer(&batches, &schemas, catalog, url, serial).await?);
     }
     Ok(ImportComparison {
         files: batches.len(),
@@ -369,6 +387,7 @@ pub async fn importer_vs_psql(
 /// holding one notification per batch, into a fresh schema.
 async fn time_importer(
     batches: &[Batch],
+    schemas: &std::collections::BTreeMap<String, Vec<u8>>,
     catalog: &Catalog,
     url: &str,
     config: ImporterConfig,
@@ -378,6 +397,9 @@ async fn time_importer(
     let tmp = tempfile::tempdir()?;
     let queue = Arc::new(SqliteQueue::open(tmp.path().join("queue.db"), QueueOptions::default()).await?);
     let store = DirStore::open(tmp.path().join("objects"), "microbatch", queue.clone()).await?;
+    for (key, body) in schemas {
+        store.put(key, body.clone().into(), "application/json").await?;
+    }
     for b in batches {
         store.put_batch(&b.key, b.body.clone().into(), &b.meta).await?;
     }

@@ -22,7 +22,7 @@ use microbatch_core::position::{Position, ShardId};
 use microbatch_core::time::Timestamp;
 
 use crate::ctx::Ctx;
-use crate::world::{Row, World, order_of};
+use crate::world::{Row, World, order_of, refuses};
 
 /// What one user record in the stream should become.
 #[derive(Debug, Clone)]
@@ -221,9 +221,12 @@ impl<'w> Checker<'w> {
             return false;
         }
         let leases = self.world.leases.snapshot();
+        let deleted = self.world.leases.deleted();
         for (id, closed, last) in self.world.stream.tails() {
             let lease = leases.iter().find(|l| l.shard == id);
             let done = match lease.map(|l| &l.checkpoint) {
+                // Only finished leases are deleted.
+                None if deleted.contains(&id) => true,
                 Some(Checkpoint::ShardEnd) => true,
                 _ if closed => false,
                 None | Some(Checkpoint::TrimHorizon) => last.is_none(),
@@ -317,7 +320,9 @@ impl<'w> Checker<'w> {
         for (key, reasons) in &dead_keys {
             match loads.get(key).and_then(|o| o.poison) {
                 Some(want) => {
-                    if let Some(r) = reasons.iter().find(|r| !r.starts_with(want)) {
+                    // The importer names it (`row count mismatch: …`); a warehouse that reads the
+                    // object itself names it inside its refusal.
+                    if let Some(r) = reasons.iter().find(|r| !r.contains(want)) {
                         v.push(format!(
                             "poison {key} dead-lettered with reason {r:?}, expected {want}"
                         ));
@@ -353,6 +358,10 @@ impl<'w> Checker<'w> {
         let mut candidates: BTreeMap<&str, BTreeMap<(String, i64), Vec<&Row>>> = BTreeMap::new();
         let mut in_poison: BTreeSet<(String, String, i64)> = BTreeSet::new();
         let mut in_good: BTreeSet<(String, String, i64, String, String)> = BTreeSet::new();
+        // Rows the warehouse refuses: never loaded, each kept in `rejected/rows/` by its batch.
+        let refusing = world.warehouse.refuses_rows();
+        let mut in_refused: BTreeSet<(String, String, i64)> = BTreeSet::new();
+        let mut refused_expected: BTreeSet<(String, u64)> = BTreeSet::new();
         for (key, object) in &loads {
             let Some(table) = self
                 .catalog
@@ -366,7 +375,7 @@ impl<'w> Checker<'w> {
                 v.push(format!("{key}: columns are not the table's"));
                 continue;
             }
-            for row in &object.rows {
+            for (n, row) in object.rows.iter().enumerate() {
                 let (eid, ri) = (field(row, 0), field(row, 1).parse::<i64>().unwrap_or(-1));
                 // Content: the row is what the mapper makes of the record at its position.
                 let position = Position::new(
@@ -397,6 +406,9 @@ impl<'w> Checker<'w> {
                 }
                 if object.poison.is_some() {
                     in_poison.insert((object.table.clone(), eid, ri));
+                } else if refusing && refuses(&object.table, &eid, ri) {
+                    refused_expected.insert((key.clone(), n as u64));
+                    in_refused.insert((object.table.clone(), eid, ri));
                 } else {
                     in_good.insert((
                         object.table.clone(),
@@ -412,6 +424,21 @@ impl<'w> Checker<'w> {
                         .or_default()
                         .push(row);
                 }
+            }
+        }
+        let refused = world.store.refused();
+        for (key, row) in &refused_expected {
+            if !refused.contains_key(&(key.clone(), *row)) {
+                v.push(format!(
+                    "refused row {row} of {key} is not in rejected/rows/ (the warehouse refused it)"
+                ));
+            }
+        }
+        for ((key, row), reason) in &refused {
+            if !refused_expected.contains(&(key.clone(), *row)) {
+                v.push(format!(
+                    "rejected/rows/ holds row {row} of {key} ({reason}), which the warehouse never refused"
+                ));
             }
         }
         let tables = world.warehouse.tables();
@@ -534,7 +561,9 @@ impl<'w> Checker<'w> {
                         .table_id(t)
                         .is_some_and(|id| self.catalog.table(id).mode == Mode::Append);
                     let present = loaded.contains(&(t.as_str(), id.as_str(), *i));
-                    if append && !present && !in_poison.contains(&(t.clone(), id.clone(), *i)) {
+                    let kept_out = in_poison.contains(&(t.clone(), id.clone(), *i))
+                        || in_refused.contains(&(t.clone(), id.clone(), *i));
+                    if append && !present && !kept_out {
                         missing = Some(format!("{t}[{i}]"));
                     }
                 }
@@ -624,7 +653,20 @@ impl Observer for SimObserver<'_> {
             Observation::BatchFlushed {
                 table, rows, reason, ..
             } => ctx.trace(n, format_args!("flush {table} {rows} rows ({reason})")),
-            Observation::BatchWritten { key } => ctx.trace(n, format_args!("wrote {key}")),
+            Observation::BatchWritten { key, .. } => ctx.trace(n, format_args!("wrote {key}")),
+            Observation::WriteFailed {
+                key,
+                error,
+                attempt,
+                stalled,
+            } => ctx.trace(
+                n,
+                format_args!("write {key} failed (attempt {attempt}, stalled {stalled}): {error}"),
+            ),
+            Observation::LeaseDeleted { shard } => ctx.trace(n, format_args!("deleted lease {shard}")),
+            Observation::RowRefused { key, row, reason } => {
+                ctx.trace(n, format_args!("row {row} of {key} refused: {reason}"))
+            }
             Observation::Checkpointed { shard, position, .. } => {
                 ctx.trace(n, format_args!("checkpoint {shard} {}", describe(position)))
             }
@@ -637,11 +679,11 @@ impl Observer for SimObserver<'_> {
             Observation::LoadRetry {
                 key, attempt, error, ..
             } => ctx.trace(n, format_args!("retry {key} after attempt {attempt}: {error}")),
-            Observation::DeadLettered { key, reason } => {
-                ctx.trace(n, format_args!("dead-letter {key}: {reason}"))
+            Observation::DeadLettered { key, code, reason } => {
+                ctx.trace(n, format_args!("dead-letter {key} ({code}): {reason}"))
             }
-            Observation::PortRetry { service, error } => {
-                ctx.trace(n, format_args!("{service} retry: {error}"))
+            Observation::PortRetry { service, kind, error } => {
+                ctx.trace(n, format_args!("{service} retry ({kind}): {error}"))
             }
         }
     }

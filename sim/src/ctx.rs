@@ -51,10 +51,28 @@ pub enum Fault {
     ClockSkew,
     ReshardSplit,
     ReshardMerge,
+    /// A window in which every object write is refused as access denied (an IAM policy or a KMS
+    /// key broken, then fixed): permanent errors, not transient ones.
+    StoreDenied,
+    /// A shard iterator expires before it is used (Kinesis: after five minutes).
+    CursorExpired,
+    /// A read returns no records in the middle of a shard, with a cursor to go on from.
+    EmptyPage,
+    /// A burst in which every port throttles half of its calls.
+    ThrottleBurst,
+    /// A lease-table call fails transiently.
+    LeaseTableUnavailable,
+    /// Listing the stream's shards fails transiently.
+    ListShardsFailed,
+    /// The warehouse refuses some rows (values the mapper cannot know it refuses), naming the
+    /// row or not, as the run draws.
+    RefusedRow,
+    /// A consumer or importer is stopped gracefully (SIGTERM: the drain path) and started again.
+    GracefulStop,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 22] = [
+    pub const ALL: [Fault; 30] = [
         Fault::PutRecordFailed,
         Fault::PutTimeoutStored,
         Fault::ConsumerCrash,
@@ -77,6 +95,14 @@ impl Fault {
         Fault::ClockSkew,
         Fault::ReshardSplit,
         Fault::ReshardMerge,
+        Fault::StoreDenied,
+        Fault::CursorExpired,
+        Fault::EmptyPage,
+        Fault::ThrottleBurst,
+        Fault::LeaseTableUnavailable,
+        Fault::ListShardsFailed,
+        Fault::RefusedRow,
+        Fault::GracefulStop,
     ];
 
     pub fn name(self) -> &'static str {
@@ -103,6 +129,14 @@ impl Fault {
             Fault::ClockSkew => "clock.skew",
             Fault::ReshardSplit => "stream.split",
             Fault::ReshardMerge => "stream.merge",
+            Fault::StoreDenied => "store.denied_window",
+            Fault::CursorExpired => "stream.cursor_expired",
+            Fault::EmptyPage => "stream.empty_page",
+            Fault::ThrottleBurst => "all.throttle_burst",
+            Fault::LeaseTableUnavailable => "lease.table_unavailable",
+            Fault::ListShardsFailed => "stream.list_shards_failed",
+            Fault::RefusedRow => "warehouse.refused_row",
+            Fault::GracefulStop => "process.graceful_stop",
         }
     }
 
@@ -132,6 +166,14 @@ impl Fault {
             Fault::ClockSkew => 1.0,
             Fault::ReshardSplit => 1.0,
             Fault::ReshardMerge => 0.7,
+            Fault::StoreDenied => 1.0,
+            Fault::CursorExpired => 0.03,
+            Fault::EmptyPage => 0.05,
+            Fault::ThrottleBurst => 1.5,
+            Fault::LeaseTableUnavailable => 0.03,
+            Fault::ListShardsFailed => 0.1,
+            Fault::RefusedRow => 1.0,
+            Fault::GracefulStop => 1.5,
         }
     }
 }
@@ -155,15 +197,34 @@ pub enum Sabotage {
     SkipRowDedupe,
     /// The store drops `rejected/` writes on the floor (but answers Ok).
     DropRejected,
+    /// While the store denies writes, it answers Ok instead (and stores nothing): a consumer that
+    /// ignores a permanent write error.
+    IgnoreWriteError,
+    /// The warehouse refuses a batch with a refused row as a whole (a batch-level error): an
+    /// importer that loads nothing of a batch with one bad row.
+    RefuseWholeBatch,
+    /// The store drops the importer's `rejected/rows/` writes (but answers Ok).
+    DropRefusedRows,
+    /// The stream re-opens a cursor at the tip instead of where asked: a consumer that re-opens
+    /// an expired cursor at `LATEST`.
+    ReopenAtLatest,
+    /// An empty page in the middle of a shard comes without a next cursor: a reader that takes
+    /// an empty page for the end of the shard.
+    EmptyPageEndsShard,
 }
 
 impl Sabotage {
-    pub const ALL: [Sabotage; 5] = [
+    pub const ALL: [Sabotage; 10] = [
         Sabotage::CheckpointBeforeFlush,
         Sabotage::SkipManifestCheck,
         Sabotage::AckBeforeCommit,
         Sabotage::SkipRowDedupe,
         Sabotage::DropRejected,
+        Sabotage::IgnoreWriteError,
+        Sabotage::RefuseWholeBatch,
+        Sabotage::DropRefusedRows,
+        Sabotage::ReopenAtLatest,
+        Sabotage::EmptyPageEndsShard,
     ];
 
     pub fn name(self) -> &'static str {
@@ -174,6 +235,11 @@ impl Sabotage {
             Sabotage::AckBeforeCommit => "ack-before-commit",
             Sabotage::SkipRowDedupe => "skip-row-dedupe",
             Sabotage::DropRejected => "drop-rejected",
+            Sabotage::IgnoreWriteError => "ignore-write-error",
+            Sabotage::RefuseWholeBatch => "refuse-whole-batch",
+            Sabotage::DropRefusedRows => "drop-refused-rows",
+            Sabotage::ReopenAtLatest => "reopen-at-latest",
+            Sabotage::EmptyPageEndsShard => "empty-page-ends-shard",
         }
     }
 
@@ -206,10 +272,13 @@ impl FaultPlan {
         for fault in Fault::ALL {
             if rng.unit() < 0.6 {
                 let rate = match fault {
-                    Fault::QueueReorder | Fault::ClockSkew => 1.0,
-                    Fault::LeaseStolen | Fault::ReshardSplit | Fault::ReshardMerge => {
-                        fault.base_rate() * (0.5 + rng.unit())
-                    }
+                    Fault::QueueReorder | Fault::ClockSkew | Fault::RefusedRow => 1.0,
+                    Fault::LeaseStolen
+                    | Fault::ReshardSplit
+                    | Fault::ReshardMerge
+                    | Fault::StoreDenied
+                    | Fault::ThrottleBurst
+                    | Fault::GracefulStop => fault.base_rate() * (0.5 + rng.unit()),
                     _ => (fault.base_rate() * intensity).min(0.5),
                 };
                 rates.insert(fault, rate);
@@ -258,6 +327,8 @@ struct State {
     max_buffer_bytes: usize,
     accepted: BTreeMap<String, Timestamp>,
     submits: u64,
+    /// Windows of the scheduled faults that last a while (store denial, throttle bursts).
+    windows: BTreeMap<Fault, Vec<(Timestamp, Timestamp)>>,
 }
 
 /// The shared context of one run.
@@ -339,6 +410,34 @@ impl Ctx {
         }
         self.count(fault);
         true
+    }
+
+    /// Opens a window of `fault` from now for `length` (counted once).
+    pub fn open_window(&self, fault: Fault, length: Duration) {
+        let now = self.clock.now();
+        lock(&self.state)
+            .windows
+            .entry(fault)
+            .or_default()
+            .push((now, now.saturating_add(length)));
+        self.count(fault);
+    }
+
+    /// Whether a window of `fault` is open now (and faults are on).
+    pub fn in_window(&self, fault: Fault) -> bool {
+        if !self.faults_active() {
+            return false;
+        }
+        let now = self.clock.now();
+        lock(&self.state)
+            .windows
+            .get(&fault)
+            .is_some_and(|ws| ws.iter().any(|(from, to)| *from <= now && now < *to))
+    }
+
+    /// Whether a port call is throttled now: half of them during a burst.
+    pub fn throttled(&self) -> bool {
+        self.in_window(Fault::ThrottleBurst) && self.rng.unit() < 0.5
     }
 
     /// Counts and traces a fault that was scheduled rather than drawn.

@@ -9,12 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::executor::block_on;
+use microbatch_core::backoff::Backoff;
 use microbatch_core::batch::Compression;
 use microbatch_core::batcher::BatchPolicy;
 use microbatch_core::catalog::Catalog;
 use microbatch_core::driver::{Consumer, ConsumerConfig, Importer, ImporterConfig, Producer, ProducerConfig};
 use microbatch_core::event::{Envelope, EventId};
-use microbatch_core::import::Backoff;
 use microbatch_core::kpl::AggregatorConfig;
 use microbatch_core::ports::{Clock, Entropy};
 use microbatch_core::time::Timestamp;
@@ -25,7 +25,7 @@ use crate::clock::{RunError, SeededEntropy, SkewedClock, VirtualClock};
 use crate::ctx::{Ctx, Fault, FaultPlan, Sabotage, t0};
 use crate::exec::{Component, Task, run};
 use crate::workload::{ClientPlan, Workload};
-use crate::world::World;
+use crate::world::{World, WorldOptions};
 
 /// How to run a seed.
 #[derive(Debug, Clone, Default)]
@@ -77,6 +77,8 @@ struct Setup {
     consumer: ConsumerConfig,
     importer: ImporterConfig,
     same_owner_on_restart: bool,
+    warehouse_reads_store: bool,
+    names_rows: bool,
 }
 
 fn setup(rng: &SeededEntropy) -> Setup {
@@ -117,6 +119,7 @@ fn setup(rng: &SeededEntropy) -> Setup {
             checkpoint_every: Duration::from_millis(r(100, 1_000)),
             max_inflight_writes: r(1, 8) as usize,
             write_retry: Backoff::new(Duration::from_millis(50), Duration::from_secs(2), u32::MAX),
+            ..ConsumerConfig::default()
         },
         importer: ImporterConfig {
             receive_max: r(1, 10) as usize,
@@ -124,8 +127,11 @@ fn setup(rng: &SeededEntropy) -> Setup {
             backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(60), 10),
             concurrency: 1,
             load_group_bytes: 8 << 20,
+            max_refused_rows: 100,
         },
         same_owner_on_restart: rng.unit() < 0.3,
+        warehouse_reads_store: false,
+        names_rows: true,
     };
     // Drawn last, so the draws before it (and every seed's configuration so far) stay as they were.
     let loops = r(1, 4) as u32;
@@ -144,7 +150,44 @@ fn setup(rng: &SeededEntropy) -> Setup {
         1 => max_bytes,
         _ => 8 << 20,
     };
+    // Drawn after the above for the same reason.
+    setup.consumer.compression = Compression::ALL[r(0, 2) as usize];
+    setup.warehouse_reads_store = rng.unit() < 0.3;
+    setup.names_rows = rng.unit() < 0.6;
+    setup.consumer.pacing.calls_per_sec = [0.0, 5.0, 20.0][r(0, 2) as usize];
+    setup.consumer.shard_sync = Duration::from_millis(r(1_000, 30_000));
     setup
+}
+
+/// When a consumer or importer is stopped gracefully: drawn once per component, inside the
+/// fault window.
+fn graceful_stops(ctx: &Ctx, faults_end: Timestamp) -> Vec<Timestamp> {
+    let rate = ctx.plan.rate(Fault::GracefulStop);
+    let n = (rate + ctx.unit()).floor() as u64;
+    let window = faults_end.saturating_since(t0()).as_millis() as u64;
+    let mut stops: Vec<Timestamp> = (0..n)
+        .map(|_| t0().saturating_add(Duration::from_millis(ctx.below(window))))
+        .collect();
+    stops.sort();
+    stops
+}
+
+/// Resolves at the first stop still ahead (in true time), counting it; never if none is.
+fn next_stop<'c>(ctx: &'c Ctx, stops: &[Timestamp]) -> impl std::future::Future<Output = ()> + Send + 'c {
+    let next = stops.iter().copied().find(|t| *t > ctx.clock.now());
+    async move {
+        match next {
+            Some(at) if ctx.faults_active() => {
+                ctx.clock.sleep_until(at).await;
+                if ctx.faults_active() {
+                    ctx.count(Fault::GracefulStop);
+                    return;
+                }
+                std::future::pending().await
+            }
+            _ => std::future::pending().await,
+        }
+    }
 }
 
 /// Runs one seed with a catalog loaded once per thread.
@@ -166,7 +209,16 @@ pub fn run_seed(seed: u64, catalog: &Catalog, options: &Options) -> Report {
         seed,
         options.trace,
     ));
-    let world = World::new(ctx.clone(), setup.shards, setup.visibility, 25);
+    let world = World::with(
+        ctx.clone(),
+        WorldOptions {
+            shards: setup.shards,
+            visibility: setup.visibility,
+            max_receives: 25,
+            warehouse_reads_store: setup.warehouse_reads_store,
+            names_rows: setup.names_rows,
+        },
+    );
     let entropy = SeededEntropy::new(seed ^ DRIVER_STREAM);
     let faults_end =
         t0().saturating_add(workload.span.max(Duration::from_secs(20)) + Duration::from_secs(10));
@@ -174,12 +226,15 @@ pub fn run_seed(seed: u64, catalog: &Catalog, options: &Options) -> Report {
     ctx.trace(
         "world",
         format_args!(
-            "seed {seed}: {} shards, {} consumers, {} importers, {} clients, {} events, faults {:?}",
+            "seed {seed}: {} shards, {} consumers, {} importers, {} clients, {} events, {:?} objects, \
+             warehouse reads the store: {}, faults {:?}",
             setup.shards,
             setup.consumers,
             setup.importers,
             workload.clients.len(),
             workload.events,
+            setup.consumer.compression,
+            setup.warehouse_reads_store,
             ctx.plan
         ),
     );
@@ -307,43 +362,52 @@ pub fn run_seed(seed: u64, catalog: &Catalog, options: &Options) -> Report {
             &consumer_observers[i],
             &entropy,
         );
-        let mut config = setup.consumer.clone();
+        let config = setup.consumer.clone();
         let same_owner = setup.same_owner_on_restart;
+        let stops = graceful_stops(ctx, faults_end);
         components.push(Component::new(
             ctx,
             format!("consumer-{i}"),
             Some(Fault::ConsumerCrash),
             move |incarnation| {
-                config.owner = if same_owner {
-                    format!("consumer-{i}")
-                } else {
-                    format!("consumer-{i}.{incarnation}")
-                };
-                let config = config.clone();
+                let mut config = config.clone();
+                let stops = stops.clone();
                 let delay = (incarnation > 0).then(|| ctx.millis(100, 5_000));
                 Box::pin(async move {
                     if let Some(d) = delay {
                         clock.sleep(d).await;
                     }
-                    ctx.trace_here(format_args!("starts as {}", config.owner));
-                    let consumer = match Consumer::new(
-                        &*world.stream,
-                        &world.store,
-                        &world.leases,
-                        clock,
-                        entropy,
-                        observer,
-                        catalog,
-                        config,
-                    ) {
-                        Ok(c) => c,
-                        Err(e) => {
-                            ctx.violation(format!("the consumer does not start: {e}"));
+                    // Each life ends with a graceful stop (the drain path) or a crash.
+                    for life in 0.. {
+                        config.owner = if same_owner {
+                            format!("consumer-{i}")
+                        } else {
+                            format!("consumer-{i}.{incarnation}.{life}")
+                        };
+                        ctx.trace_here(format_args!("starts as {}", config.owner));
+                        let consumer = match Consumer::new(
+                            &*world.stream,
+                            &*world.store,
+                            &world.leases,
+                            clock,
+                            entropy,
+                            observer,
+                            catalog,
+                            config.clone(),
+                        ) {
+                            Ok(c) => c,
+                            Err(e) => {
+                                ctx.violation(format!("the consumer does not start: {e}"));
+                                return;
+                            }
+                        };
+                        let stop = next_stop(ctx, &stops);
+                        if let Err(e) = consumer.run(stop).await {
+                            ctx.violation(format!("the consumer stopped: {e}"));
                             return;
                         }
-                    };
-                    if let Err(e) = consumer.run(std::future::pending()).await {
-                        ctx.violation(format!("the consumer stopped: {e}"));
+                        ctx.trace_here(format_args!("drained and stopped gracefully"));
+                        clock.sleep(ctx.millis(100, 3_000)).await;
                     }
                 }) as Task<'_>
             },
@@ -358,37 +422,44 @@ pub fn run_seed(seed: u64, catalog: &Catalog, options: &Options) -> Report {
             &entropy,
         );
         let config = setup.importer.clone();
+        let stops = graceful_stops(ctx, faults_end);
         components.push(Component::new(
             ctx,
             format!("importer-{i}"),
             Some(Fault::ImporterCrash),
             move |incarnation| {
                 let config = config.clone();
+                let stops = stops.clone();
                 let delay = (incarnation > 0).then(|| ctx.millis(100, 5_000));
                 Box::pin(async move {
                     if let Some(d) = delay {
                         clock.sleep(d).await;
                     }
-                    let importer = match Importer::start(
-                        &*world.queue,
-                        &world.store,
-                        &world.warehouse,
-                        clock,
-                        entropy,
-                        observer,
-                        catalog,
-                        config,
-                    )
-                    .await
-                    {
-                        Ok(i) => i,
-                        Err(e) => {
-                            ctx.violation(format!("the importer does not start: {e}"));
+                    loop {
+                        let importer = match Importer::start(
+                            &*world.queue,
+                            &*world.store,
+                            &world.warehouse,
+                            clock,
+                            entropy,
+                            observer,
+                            catalog,
+                            config.clone(),
+                        )
+                        .await
+                        {
+                            Ok(i) => i,
+                            Err(e) => {
+                                ctx.violation(format!("the importer does not start: {e}"));
+                                return;
+                            }
+                        };
+                        if let Err(e) = importer.run(next_stop(ctx, &stops)).await {
+                            ctx.violation(format!("the importer stopped: {e}"));
                             return;
                         }
-                    };
-                    if let Err(e) = importer.run(std::future::pending()).await {
-                        ctx.violation(format!("the importer stopped: {e}"));
+                        ctx.trace_here(format_args!("finished its receives and stopped gracefully"));
+                        clock.sleep(ctx.millis(100, 3_000)).await;
                     }
                 }) as Task<'_>
             },
@@ -399,7 +470,13 @@ pub fn run_seed(seed: u64, catalog: &Catalog, options: &Options) -> Report {
         let (world, ctx, clock, chaos_done) = (&world, &*ctx, &clock, &chaos_done);
         let window = faults_end.saturating_since(t0()).as_millis() as u64;
         let mut acts: Vec<(u64, Fault)> = Vec::new();
-        for fault in [Fault::ReshardSplit, Fault::ReshardMerge, Fault::LeaseStolen] {
+        for fault in [
+            Fault::ReshardSplit,
+            Fault::ReshardMerge,
+            Fault::LeaseStolen,
+            Fault::StoreDenied,
+            Fault::ThrottleBurst,
+        ] {
             let rate = ctx.plan.rate(fault);
             let n = (rate + ctx.unit()).floor() as u64;
             for _ in 0..n {
@@ -419,6 +496,14 @@ pub fn run_seed(seed: u64, catalog: &Catalog, options: &Options) -> Report {
                     let done = match fault {
                         Fault::ReshardSplit => world.stream.open_shards() < 8 && world.stream.split(pick),
                         Fault::ReshardMerge => world.stream.merge(pick),
+                        Fault::StoreDenied => {
+                            ctx.open_window(fault, ctx.millis(1_000, 20_000));
+                            false
+                        }
+                        Fault::ThrottleBurst => {
+                            ctx.open_window(fault, ctx.millis(200, 5_000));
+                            false
+                        }
                         _ => world.leases.steal(pick),
                     };
                     if done && fault != Fault::LeaseStolen {
@@ -443,9 +528,19 @@ pub fn run_seed(seed: u64, catalog: &Catalog, options: &Options) -> Report {
     match result {
         Ok(()) => {}
         Err(RunError::TimedOut(_)) => ctx.violation(format!(
-            "liveness: not drained {}s after the faults stopped (queue depth {}, leases {:?})",
+            "liveness: not drained {}s after the faults stopped (queue depth {}, stream tails {:?}, leases {:?})",
             DRAIN_BOUND.as_secs(),
             world.queue.depth(),
+            world
+                .stream
+                .tails()
+                .iter()
+                .map(|(id, closed, last)| format!(
+                    "{id}{}:{}",
+                    if *closed { " (closed)" } else { "" },
+                    last.as_ref().map_or("-".into(), |r| r.seq.to_string())
+                ))
+                .collect::<Vec<_>>(),
             world
                 .leases
                 .snapshot()

@@ -58,7 +58,7 @@ fn every_accepted_event_lands_exactly_once() {
     let (stream, queue, store, warehouse, leases) = (
         &*world.stream,
         world.queue.clone(),
-        &world.store,
+        &*world.store,
         &world.warehouse,
         &world.leases,
     );

@@ -54,6 +54,34 @@ fn dropping_rejected_events_is_caught() {
 }
 
 #[test]
+fn ignoring_a_write_error_is_caught() {
+    caught(Sabotage::IgnoreWriteError, "checkpoint safety");
+}
+
+#[test]
+fn loading_nothing_of_a_batch_with_one_bad_row_is_caught() {
+    caught(
+        Sabotage::RefuseWholeBatch,
+        "dead-letter queue holds a healthy batch",
+    );
+}
+
+#[test]
+fn dropping_refused_rows_is_caught() {
+    caught(Sabotage::DropRefusedRows, "is not in rejected/rows/");
+}
+
+#[test]
+fn reopening_an_expired_cursor_at_the_tip_is_caught() {
+    caught(Sabotage::ReopenAtLatest, "checkpoint safety");
+}
+
+#[test]
+fn taking_an_empty_page_for_the_end_of_the_shard_is_caught() {
+    caught(Sabotage::EmptyPageEndsShard, "SHARD_END while open");
+}
+
+#[test]
 fn the_unbroken_system_passes_the_same_seeds() {
     let catalog = catalog();
     for seed in 0..10 {

@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use microbatch_core::ports::{Checkpoint, Lease, LeaseError, LeaseStore, PortError};
+use microbatch_core::ports::{Checkpoint, Lease, LeaseStore, PortError};
 use microbatch_core::position::{Position, SequenceNumber, ShardId};
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
@@ -17,7 +17,10 @@ use super::sqlite::{Db, Durability, OpenSpec, db_error};
 
 const SERVICE: &str = "leases";
 
-const SCHEMA: &str = r#"
+/// The schema, as its migrations (see `OpenSpec::migrations`).
+const MIGRATIONS: &[&str] = &[SCHEMA_V1];
+
+const SCHEMA_V1: &str = r#"
 CREATE TABLE leases (
     leaseKey        TEXT PRIMARY KEY,
     leaseOwner      TEXT,
@@ -51,7 +54,7 @@ impl SqliteLeases {
             page_size: None,
             readers: 2,
             writer_cache_kib: 0,
-            schema: SCHEMA,
+            migrations: MIGRATIONS,
         })
         .await?;
         Ok(SqliteLeases { db })
@@ -69,7 +72,7 @@ impl SqliteLeases {
         seen: &Lease,
         set: &str,
         bind: impl for<'q> FnOnce(Query<'q>) -> Query<'q>,
-    ) -> Result<Lease, LeaseError> {
+    ) -> Result<Lease, PortError> {
         let sql = format!(
             "UPDATE leases SET {set}, leaseCounter = leaseCounter + 1 \
              WHERE leaseKey = ?1 AND leaseCounter = ?2 AND leaseOwner IS ?3 RETURNING {COLUMNS}"
@@ -83,14 +86,22 @@ impl SqliteLeases {
             .await
             .map_err(|e| db_error(SERVICE, &format!("cannot update the lease of {}", seen.shard), e))?;
         match row {
-            Some(row) => Ok(lease_of(&row)?),
-            None => Err(LeaseError::Conflict(seen.shard.clone())),
+            Some(row) => lease_of(&row),
+            None => Err(changed(&seen.shard)),
         }
     }
 }
 
+/// The conflict a conditional write that lost answers with.
+fn changed(shard: &ShardId) -> PortError {
+    PortError::conflict(
+        SERVICE,
+        format!("the lease of {shard} was changed by another worker"),
+    )
+}
+
 fn counter(c: u64) -> Result<i64, PortError> {
-    i64::try_from(c).map_err(|_| PortError::permanent(SERVICE, format!("lease counter {c} is out of range")))
+    i64::try_from(c).map_err(|_| PortError::invalid(SERVICE, format!("lease counter {c} is out of range")))
 }
 
 fn encode_checkpoint(c: &Checkpoint) -> (String, i64) {
@@ -104,7 +115,7 @@ fn encode_checkpoint(c: &Checkpoint) -> (String, i64) {
 fn lease_of(row: &SqliteRow) -> Result<Lease, PortError> {
     let shard = ShardId::new(row.get::<String, _>("leaseKey"));
     let invalid = |what: &str, value: &str| {
-        PortError::permanent(
+        PortError::invalid(
             SERVICE,
             format!("the lease of {shard} has an invalid {what}: {value:?}"),
         )
@@ -141,10 +152,10 @@ impl LeaseStore for SqliteLeases {
         rows.iter().map(lease_of).collect()
     }
 
-    async fn create(&self, lease: &Lease) -> Result<(), LeaseError> {
+    async fn create(&self, lease: &Lease) -> Result<(), PortError> {
         let (checkpoint, sub) = encode_checkpoint(&lease.checkpoint);
         let parents = serde_json::to_string(&lease.parents)
-            .map_err(|e| PortError::permanent(SERVICE, format!("cannot encode the parents: {e}")))?;
+            .map_err(|e| PortError::invalid(SERVICE, format!("cannot encode the parents: {e}")))?;
         let created = sqlx::query(&format!(
             "INSERT INTO leases ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (leaseKey) DO NOTHING"
         ))
@@ -159,21 +170,24 @@ impl LeaseStore for SqliteLeases {
         .map_err(|e| db_error(SERVICE, &format!("cannot create the lease of {}", lease.shard), e))?
         .rows_affected();
         if created == 0 {
-            return Err(LeaseError::Conflict(lease.shard.clone()));
+            return Err(PortError::conflict(
+                SERVICE,
+                format!("a lease of {} exists already", lease.shard),
+            ));
         }
         Ok(())
     }
 
-    async fn take(&self, lease: &Lease, owner: &str) -> Result<Lease, LeaseError> {
+    async fn take(&self, lease: &Lease, owner: &str) -> Result<Lease, PortError> {
         self.conditional(lease, "leaseOwner = ?4", |q| q.bind(owner.to_owned()))
             .await
     }
 
-    async fn renew(&self, lease: &Lease) -> Result<Lease, LeaseError> {
+    async fn renew(&self, lease: &Lease) -> Result<Lease, PortError> {
         self.conditional(lease, "leaseOwner = leaseOwner", |q| q).await
     }
 
-    async fn checkpoint(&self, lease: &Lease, checkpoint: &Checkpoint) -> Result<Lease, LeaseError> {
+    async fn checkpoint(&self, lease: &Lease, checkpoint: &Checkpoint) -> Result<Lease, PortError> {
         let (text, sub) = encode_checkpoint(checkpoint);
         self.conditional(lease, "checkpoint = ?4, checkpointSubSequenceNumber = ?5", |q| {
             q.bind(text).bind(sub)
@@ -181,16 +195,33 @@ impl LeaseStore for SqliteLeases {
         .await
     }
 
-    async fn release(&self, lease: &Lease) -> Result<(), LeaseError> {
+    async fn release(&self, lease: &Lease) -> Result<(), PortError> {
         self.conditional(lease, "leaseOwner = NULL", |q| q)
             .await
             .map(|_| ())
+    }
+
+    async fn delete(&self, lease: &Lease) -> Result<(), PortError> {
+        let deleted =
+            sqlx::query("DELETE FROM leases WHERE leaseKey = ?1 AND leaseCounter = ?2 AND leaseOwner IS ?3")
+                .bind(lease.shard.as_str())
+                .bind(counter(lease.counter)?)
+                .bind(lease.owner.as_deref())
+                .execute(&self.db.writer)
+                .await
+                .map_err(|e| db_error(SERVICE, &format!("cannot delete the lease of {}", lease.shard), e))?
+                .rows_affected();
+        if deleted == 0 {
+            return Err(changed(&lease.shard));
+        }
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use microbatch_core::ports::ErrorKind;
 
     fn new_lease(shard: &str) -> Lease {
         Lease {
@@ -215,8 +246,8 @@ mod tests {
         let fresh = new_lease("shardId-000000000000");
         leases.create(&fresh).await.unwrap();
         assert_eq!(
-            leases.create(&fresh).await.unwrap_err(),
-            LeaseError::Conflict(fresh.shard.clone()),
+            leases.create(&fresh).await.unwrap_err().kind,
+            ErrorKind::Conflict,
             "create only once"
         );
         assert_eq!(leases.list().await.unwrap(), std::slice::from_ref(&fresh));
@@ -226,7 +257,10 @@ mod tests {
         // Another worker that saw the old version loses the race.
         assert!(matches!(
             leases.take(&fresh, "worker-b").await,
-            Err(LeaseError::Conflict(_))
+            Err(PortError {
+                kind: ErrorKind::Conflict,
+                ..
+            })
         ));
 
         let renewed = leases.renew(&mine).await.unwrap();
@@ -252,7 +286,10 @@ mod tests {
         assert_eq!(stolen.checkpoint, at, "the checkpoint goes with the lease");
         assert!(matches!(
             leases.checkpoint(&checkpointed, &Checkpoint::ShardEnd).await,
-            Err(LeaseError::Conflict(_))
+            Err(PortError {
+                kind: ErrorKind::Conflict,
+                ..
+            })
         ));
         leases.release(&stolen).await.unwrap();
         let released = leases.list().await.unwrap().remove(0);
@@ -262,7 +299,10 @@ mod tests {
         let missing = new_lease("shardId-000000000009");
         assert!(matches!(
             leases.renew(&missing).await,
-            Err(LeaseError::Conflict(_))
+            Err(PortError {
+                kind: ErrorKind::Conflict,
+                ..
+            })
         ));
     }
 
@@ -291,7 +331,14 @@ mod tests {
         assert_eq!(listed[0].checkpoint, Checkpoint::ShardEnd);
         assert_eq!(listed[1].parents.len(), 2);
         // After a restart the worker renews from what it reads back.
-        leases.renew(&listed[0]).await.unwrap();
+        let renewed = leases.renew(&listed[0]).await.unwrap();
+        // A finished lease is deleted, only as last seen.
+        assert_eq!(
+            leases.delete(&listed[0]).await.unwrap_err().kind,
+            ErrorKind::Conflict
+        );
+        leases.delete(&renewed).await.unwrap();
+        assert_eq!(leases.list().await.unwrap(), [child.clone()]);
         leases.close().await;
     }
 }

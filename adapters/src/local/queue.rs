@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use microbatch_core::ports::{Message, PortError, Queue};
+use microbatch_core::ports::{DeadLetterNote, Message, PortError, Queue};
 use microbatch_core::time::{Timestamp, duration_micros};
 use sqlx::Row;
 use tokio::sync::Notify;
@@ -22,8 +22,16 @@ const SERVICE: &str = "queue";
 
 /// The reason given to messages the queue itself dead-letters.
 pub const MAX_RECEIVES_EXCEEDED: &str = "max receives exceeded";
+/// Its code.
+pub const REDRIVE_CODE: &str = "redrive";
 
-const SCHEMA: &str = r#"
+/// The schema, as its migrations (see `OpenSpec::migrations`).
+const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2];
+
+/// Dead letters carry the reason's code too.
+const SCHEMA_V2: &str = "ALTER TABLE dead_letters ADD COLUMN code TEXT NOT NULL DEFAULT 'unknown';";
+
+const SCHEMA_V1: &str = r#"
 CREATE TABLE messages (
     id              INTEGER PRIMARY KEY AUTOINCREMENT,
     body            TEXT NOT NULL,
@@ -88,6 +96,8 @@ pub struct DeadLetter {
     /// The id it had in the queue (and gets back when redriven).
     pub message_id: String,
     pub body: String,
+    /// The reason's stable code (`checksum_mismatch`, `redrive`, …).
+    pub code: String,
     pub reason: String,
     pub receive_count: u32,
     pub sent_at: Timestamp,
@@ -114,7 +124,7 @@ impl SqliteQueue {
             page_size: None,
             readers: 2,
             writer_cache_kib: 0,
-            schema: SCHEMA,
+            migrations: MIGRATIONS,
         })
         .await?;
         Ok(SqliteQueue {
@@ -163,7 +173,7 @@ impl SqliteQueue {
     /// Up to `limit` dead letters, oldest first.
     pub async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, PortError> {
         let rows = sqlx::query(
-            "SELECT id, message_id, body, reason, receive_count, sent_at, dead_at FROM dead_letters \
+            "SELECT id, message_id, body, code, reason, receive_count, sent_at, dead_at FROM dead_letters \
              ORDER BY id LIMIT ?1",
         )
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
@@ -176,6 +186,7 @@ impl SqliteQueue {
                 id: row.get::<i64, _>("id") as u64,
                 message_id: row.get::<i64, _>("message_id").to_string(),
                 body: row.get("body"),
+                code: row.get("code"),
                 reason: row.get("reason"),
                 receive_count: u32::try_from(row.get::<i64, _>("receive_count")).unwrap_or(u32::MAX),
                 sent_at: Timestamp::from_micros(row.get("sent_at")),
@@ -250,13 +261,14 @@ impl SqliteQueue {
         if self.max_receives > 0 {
             let max_receives = i64::from(self.max_receives);
             let moved = sqlx::query(
-                "INSERT INTO dead_letters (message_id, body, reason, receive_count, sent_at, dead_at) \
-                 SELECT id, body, ?3, receive_count, sent_at, ?1 FROM messages \
+                "INSERT INTO dead_letters (message_id, body, code, reason, receive_count, sent_at, dead_at) \
+                 SELECT id, body, ?4, ?3, receive_count, sent_at, ?1 FROM messages \
                  WHERE visible_at <= ?1 AND receive_count >= ?2 ORDER BY id",
             )
             .bind(now)
             .bind(max_receives)
             .bind(MAX_RECEIVES_EXCEEDED)
+            .bind(REDRIVE_CODE)
             .execute(&mut *tx)
             .await
             .map_err(err)?
@@ -319,7 +331,7 @@ fn message_id(message: &Message) -> Result<i64, PortError> {
 }
 
 fn stale(message: &Message) -> PortError {
-    PortError::permanent(
+    PortError::conflict(
         SERVICE,
         format!(
             "receipt {} of message {} is stale (the message was received again, or is gone)",
@@ -329,6 +341,10 @@ fn stale(message: &Message) -> PortError {
 }
 
 impl Queue for SqliteQueue {
+    fn visibility_timeout(&self) -> Duration {
+        self.visibility
+    }
+
     /// Returns as soon as at least one message is visible, or with nothing after `wait`.
     async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<Message>, PortError> {
         if max == 0 {
@@ -402,7 +418,7 @@ impl Queue for SqliteQueue {
         results
     }
 
-    async fn retry_after(&self, message: &Message, delay: Duration) -> Result<(), PortError> {
+    async fn set_visibility(&self, message: &Message, delay: Duration) -> Result<(), PortError> {
         let visible_at = now().saturating_add(delay).as_micros();
         let updated = sqlx::query("UPDATE messages SET visible_at = ?3 WHERE id = ?1 AND receipt = ?2")
             .bind(message_id(message)?)
@@ -421,18 +437,19 @@ impl Queue for SqliteQueue {
         Ok(())
     }
 
-    async fn dead_letter(&self, message: &Message, reason: &str) -> Result<(), PortError> {
+    async fn dead_letter(&self, message: &Message, note: DeadLetterNote<'_>) -> Result<(), PortError> {
         let context = "cannot dead-letter";
         let id = message_id(message)?;
         let mut tx = self.db.begin_write(SERVICE).await?;
         let moved = sqlx::query(
-            "INSERT INTO dead_letters (message_id, body, reason, receive_count, sent_at, dead_at) \
-             SELECT id, body, ?3, receive_count, sent_at, ?4 FROM messages WHERE id = ?1 AND receipt = ?2",
+            "INSERT INTO dead_letters (message_id, body, code, reason, receive_count, sent_at, dead_at) \
+             SELECT id, body, ?5, ?3, receive_count, sent_at, ?4 FROM messages WHERE id = ?1 AND receipt = ?2",
         )
         .bind(id)
         .bind(&message.receipt)
-        .bind(reason)
+        .bind(note.reason)
         .bind(now().as_micros())
+        .bind(note.code)
         .execute(&mut *tx)
         .await
         .map_err(|e| db_error(SERVICE, context, e))?
@@ -454,6 +471,7 @@ mod tests {
     use std::time::Instant;
 
     use super::*;
+    use microbatch_core::ports::ErrorKind;
 
     async fn open(dir: &Path, visibility: Duration, max_receives: u32) -> SqliteQueue {
         let options = QueueOptions {
@@ -465,6 +483,13 @@ mod tests {
     }
 
     const NO_WAIT: Duration = Duration::ZERO;
+
+    fn note(reason: &str) -> DeadLetterNote<'_> {
+        DeadLetterNote {
+            code: "test_code",
+            reason,
+        }
+    }
 
     #[tokio::test]
     async fn ack_all_deletes_together_and_names_each_stale_receipt() {
@@ -483,7 +508,10 @@ mod tests {
         assert_eq!(results.len(), 4);
         assert!(results[0].is_ok() && results[3].is_ok(), "{results:?}");
         let e = results[1].as_ref().unwrap_err();
-        assert!(!e.retryable && e.message.contains("stale"), "{e}");
+        assert!(
+            e.kind == ErrorKind::Conflict && e.message.contains("stale"),
+            "{e}"
+        );
         assert!(results[2].is_err());
         assert_eq!(
             q.depth().await.unwrap(),
@@ -530,9 +558,12 @@ mod tests {
 
         // The old receipt can do nothing any more.
         let err = q.ack(m1).await.unwrap_err();
-        assert!(!err.retryable && err.message.contains("stale"), "{err}");
-        assert!(q.retry_after(m1, NO_WAIT).await.is_err());
-        assert!(q.dead_letter(m1, "x").await.is_err());
+        assert!(
+            err.kind == ErrorKind::Conflict && err.message.contains("stale"),
+            "{err}"
+        );
+        assert!(q.set_visibility(m1, NO_WAIT).await.is_err());
+        assert!(q.dead_letter(m1, note("x")).await.is_err());
         let mut foreign = m2.clone();
         foreign.id = "not-a-number".into();
         assert!(q.ack(&foreign).await.is_err());
@@ -543,12 +574,12 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn retry_after_delays_the_message() {
+    async fn set_visibility_delays_the_message() {
         let dir = tempfile::tempdir().unwrap();
         let q = open(dir.path(), Duration::from_secs(60), 0).await;
         q.send("a").await.unwrap();
         let m = q.receive(1, NO_WAIT).await.unwrap().remove(0);
-        q.retry_after(&m, Duration::from_millis(150)).await.unwrap();
+        q.set_visibility(&m, Duration::from_millis(150)).await.unwrap();
         assert!(q.receive(1, NO_WAIT).await.unwrap().is_empty());
         let started = Instant::now();
         let again = q.receive(1, Duration::from_secs(5)).await.unwrap().remove(0);
@@ -559,7 +590,7 @@ mod tests {
         );
         assert_eq!(again.receive_count, 2);
         // Zero delay: visible at once.
-        q.retry_after(&again, NO_WAIT).await.unwrap();
+        q.set_visibility(&again, NO_WAIT).await.unwrap();
         assert_eq!(q.receive(1, NO_WAIT).await.unwrap()[0].receive_count, 3);
     }
 
@@ -574,9 +605,9 @@ mod tests {
         let bodies: Vec<&str> = got.iter().map(|m| m.body.as_str()).collect();
         assert_eq!(bodies, ["a", "b", "c"], "oldest first");
         let before = now();
-        q.dead_letter(&got[0], "checksum mismatch").await.unwrap();
-        q.dead_letter(&got[2], "no such table").await.unwrap();
-        assert!(q.dead_letter(&got[0], "again").await.is_err());
+        q.dead_letter(&got[0], note("checksum mismatch")).await.unwrap();
+        q.dead_letter(&got[2], note("no such table")).await.unwrap();
+        assert!(q.dead_letter(&got[0], note("again")).await.is_err());
 
         let dead = q.dead_letters(10).await.unwrap();
         assert_eq!(dead.len(), 2);
@@ -588,6 +619,7 @@ mod tests {
             ),
             (got[0].id.as_str(), "a", "checksum mismatch")
         );
+        assert_eq!(dead[0].code, "test_code");
         assert_eq!(dead[0].receive_count, 1);
         assert!(dead[0].dead_at >= before && dead[0].sent_at <= dead[0].dead_at);
         assert_eq!(q.dead_letters(1).await.unwrap().len(), 1);
@@ -609,6 +641,39 @@ mod tests {
         assert_eq!(q.depth().await.unwrap().dead, 0);
     }
 
+    /// A queue file written before dead letters had codes opens, and its dead letters read back
+    /// with the code `unknown`.
+    #[tokio::test]
+    async fn a_queue_of_the_first_schema_is_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("queue.db");
+        let db = Db::open(OpenSpec {
+            service: SERVICE,
+            path: &path,
+            durability: Durability::PowerLoss,
+            page_size: None,
+            readers: 1,
+            writer_cache_kib: 0,
+            migrations: &[SCHEMA_V1],
+        })
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO dead_letters (message_id, body, reason, receive_count, sent_at, dead_at) \
+             VALUES (1, 'old', 'from before', 3, 0, 0)",
+        )
+        .execute(&db.writer)
+        .await
+        .unwrap();
+        db.close().await;
+        let q = SqliteQueue::open(&path, QueueOptions::default()).await.unwrap();
+        let dead = q.dead_letters(10).await.unwrap();
+        assert_eq!(
+            (dead[0].code.as_str(), dead[0].reason.as_str()),
+            ("unknown", "from before")
+        );
+    }
+
     #[tokio::test]
     async fn messages_received_too_often_go_to_the_dead_letter_queue() {
         let dir = tempfile::tempdir().unwrap();
@@ -627,8 +692,12 @@ mod tests {
         let dead = q.dead_letters(10).await.unwrap();
         assert_eq!(dead.len(), 1);
         assert_eq!(
-            (dead[0].body.as_str(), dead[0].reason.as_str()),
-            ("poison", MAX_RECEIVES_EXCEEDED)
+            (
+                dead[0].body.as_str(),
+                dead[0].code.as_str(),
+                dead[0].reason.as_str()
+            ),
+            ("poison", REDRIVE_CODE, MAX_RECEIVES_EXCEEDED)
         );
         assert_eq!(dead[0].receive_count, 2);
     }
@@ -682,7 +751,7 @@ mod tests {
         q.send("kept").await.unwrap();
         q.send("dead").await.unwrap();
         let got = q.receive(2, NO_WAIT).await.unwrap();
-        q.dead_letter(&got[1], "bad").await.unwrap();
+        q.dead_letter(&got[1], note("bad")).await.unwrap();
         drop(q);
 
         let q = open(dir.path(), Duration::from_millis(300), 0).await;

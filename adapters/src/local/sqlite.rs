@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use microbatch_core::ports::PortError;
+use microbatch_core::ports::{ErrorKind, PortError};
 use microbatch_core::time::Timestamp;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -59,12 +59,11 @@ pub(crate) struct OpenSpec<'a> {
     /// Page cache of the writer, in KiB: a transaction whose pages do not fit spills them to the
     /// log before its commit, which costs a second pass over them.
     pub writer_cache_kib: u32,
-    /// The schema of version [`SCHEMA_VERSION`], run once on a new file.
-    pub schema: &'a str,
+    /// The schema as its migrations: the `n`-th (1-based) takes a file from version `n - 1`
+    /// (0: new) to `n`. A file of a newer version than this list knows is refused rather than
+    /// misread.
+    pub migrations: &'a [&'a str],
 }
-
-/// Bumped when a schema changes; a file of a newer version is refused rather than misread.
-const SCHEMA_VERSION: i64 = 1;
 
 impl Db {
     pub async fn open(spec: OpenSpec<'_>) -> Result<Db, PortError> {
@@ -109,32 +108,35 @@ impl Db {
             .await
             .map_err(|e| db_error(service, &context, e))?;
         let db = Db { writer, reader };
-        db.migrate(service, spec.schema).await?;
+        db.migrate(service, spec.migrations).await?;
         Ok(db)
     }
 
-    async fn migrate(&self, service: &'static str, schema: &str) -> Result<(), PortError> {
+    async fn migrate(&self, service: &'static str, migrations: &[&str]) -> Result<(), PortError> {
         let context = "cannot create the schema";
+        let newest = migrations.len() as i64;
         let mut tx = self.begin_write(service).await?;
         let version: i64 = sqlx::query_scalar("PRAGMA user_version")
             .fetch_one(&mut *tx)
             .await
             .map_err(|e| db_error(service, context, e))?;
-        if version > SCHEMA_VERSION {
-            return Err(PortError::permanent(
+        if version > newest {
+            return Err(PortError::invalid(
                 service,
                 format!(
                     "the database has schema version {version}, newer than this build knows \
-                     ({SCHEMA_VERSION}); it was written by a newer microbatch"
+                     ({newest}); it was written by a newer microbatch"
                 ),
             ));
         }
-        if version < SCHEMA_VERSION {
-            sqlx::raw_sql(schema)
+        for migration in &migrations[version.max(0) as usize..] {
+            sqlx::raw_sql(migration)
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| db_error(service, context, e))?;
-            sqlx::raw_sql(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
+        }
+        if version < newest {
+            sqlx::raw_sql(&format!("PRAGMA user_version = {newest}"))
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| db_error(service, context, e))?;
@@ -172,10 +174,11 @@ fn retryable_sqlite_code(code: i32) -> bool {
     matches!(code & 0xff, BUSY | LOCKED | IOERR | FULL | PROTOCOL)
 }
 
-/// A sqlx error as a [`PortError`]: retryable for busy/locked files, I/O hiccups and an exhausted
-/// pool; permanent otherwise (a schema or a query that is wrong stays wrong).
+/// A sqlx error as a [`PortError`]: unavailable (worth retrying) for busy or locked files, I/O
+/// hiccups and an exhausted pool; invalid otherwise (a schema or a query that is wrong stays
+/// wrong).
 pub(crate) fn db_error(service: &'static str, context: &str, e: sqlx::Error) -> PortError {
-    let retryable = match &e {
+    let transient = match &e {
         sqlx::Error::Database(db) => db
             .code()
             .and_then(|c| c.parse::<i32>().ok())
@@ -183,34 +186,32 @@ pub(crate) fn db_error(service: &'static str, context: &str, e: sqlx::Error) -> 
         sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::WorkerCrashed => true,
         _ => false,
     };
-    PortError {
-        service,
-        message: format!("{context}: {e}"),
-        retryable,
-    }
+    let kind = if transient {
+        ErrorKind::Unavailable
+    } else {
+        ErrorKind::Invalid
+    };
+    PortError::new(service, kind, format!("{context}: {e}"))
 }
 
-/// An I/O error as a [`PortError`]: permanent when retrying cannot help (permissions, a path that
-/// is not what it should be), retryable otherwise (a full disk, an interrupted call, a hiccup).
+/// An I/O error as a [`PortError`] of the kind it is: denied (permissions, a read-only file
+/// system), not found, invalid (a path that is not what it should be), or unavailable for
+/// what a retry may cure (a full disk, an interrupted call, a hiccup).
 pub(crate) fn io_error(service: &'static str, context: &str, e: &std::io::Error) -> PortError {
     use std::io::ErrorKind as K;
-    let permanent = matches!(
-        e.kind(),
-        K::PermissionDenied
-            | K::InvalidInput
-            | K::InvalidData
-            | K::Unsupported
-            | K::ReadOnlyFilesystem
-            | K::NotADirectory
-            | K::IsADirectory
-            | K::InvalidFilename
-            | K::AlreadyExists
-    );
-    PortError {
-        service,
-        message: format!("{context}: {e}"),
-        retryable: !permanent,
-    }
+    let kind = match e.kind() {
+        K::PermissionDenied | K::ReadOnlyFilesystem => ErrorKind::Denied,
+        K::NotFound => ErrorKind::NotFound,
+        K::InvalidInput
+        | K::InvalidData
+        | K::Unsupported
+        | K::NotADirectory
+        | K::IsADirectory
+        | K::InvalidFilename
+        | K::AlreadyExists => ErrorKind::Invalid,
+        _ => ErrorKind::Unavailable,
+    };
+    PortError::new(service, kind, format!("{context}: {e}"))
 }
 
 /// The wall clock, as core's [`Timestamp`].
@@ -241,15 +242,15 @@ mod tests {
             "x",
             &std::io::Error::from(std::io::ErrorKind::PermissionDenied),
         );
-        assert!(!e.retryable);
+        assert_eq!(e.kind, ErrorKind::Denied);
         let e = io_error(
             "store",
             "x",
             &std::io::Error::from(std::io::ErrorKind::Interrupted),
         );
-        assert!(e.retryable);
-        assert!(db_error("stream", "x", sqlx::Error::PoolTimedOut).retryable);
-        assert!(!db_error("stream", "x", sqlx::Error::RowNotFound).retryable);
+        assert!(e.is_transient());
+        assert!(db_error("stream", "x", sqlx::Error::PoolTimedOut).is_transient());
+        assert!(!db_error("stream", "x", sqlx::Error::RowNotFound).is_transient());
     }
 
     #[tokio::test]
@@ -263,7 +264,7 @@ mod tests {
             page_size: None,
             readers: 1,
             writer_cache_kib: 0,
-            schema: "CREATE TABLE t (x INTEGER);",
+            migrations: &["CREATE TABLE t (x INTEGER);"],
         };
         let db = Db::open(spec(&path)).await.unwrap();
         // Reopening an up-to-date file does not run the schema again.
@@ -276,6 +277,6 @@ mod tests {
         db.close().await;
         let err = Db::open(spec(&path)).await.unwrap_err();
         assert!(err.message.contains("newer microbatch"), "{err}");
-        assert!(!err.retryable);
+        assert!(!err.is_transient());
     }
 }

@@ -17,9 +17,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use microbatch_core::batch::{BatchMetadata, Compression};
+use microbatch_core::batch::BatchMetadata;
 use microbatch_core::import::object_created_message;
-use microbatch_core::ports::{Bytes, ObjectStore, PortError, StoredObject};
+use microbatch_core::ports::{Bytes, ObjectLocation, ObjectReader, ObjectWriter, PortError, StoredObject};
 
 use super::queue::SqliteQueue;
 use super::sqlite::{io_error, now};
@@ -127,7 +127,7 @@ impl<N: Notifier> DirStore<N> {
 
     fn path_of(&self, key: &str) -> Result<PathBuf, PortError> {
         check_key(key).map_err(|why| {
-            PortError::permanent(SERVICE, format!("object key {key:?} is not allowed: {why}"))
+            PortError::invalid(SERVICE, format!("object key {key:?} is not allowed: {why}"))
         })?;
         Ok(self.root.join(key))
     }
@@ -170,22 +170,17 @@ impl<N: Notifier> DirStore<N> {
     }
 }
 
-impl<N: Notifier> ObjectStore for DirStore<N> {
+impl<N: Notifier> ObjectWriter for DirStore<N> {
+    fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    /// The body is kept as given (compressed or not: the key's extension says which).
     async fn put_batch(&self, key: &str, body: Bytes, metadata: &BatchMetadata) -> Result<(), PortError> {
         let path = self.path_of(key)?;
-        if metadata.compression != Compression::None {
-            return Err(PortError::permanent(
-                SERVICE,
-                format!(
-                    "the local store keeps batches uncompressed, but {key:?} is {:?}-compressed; \
-                     set the batch compression to none for the embedded stack",
-                    metadata.compression
-                ),
-            ));
-        }
         let name = file_name(&path);
         let sidecar = serde_json::to_vec_pretty(&metadata.to_pairs()).map_err(|e| {
-            PortError::permanent(SERVICE, format!("cannot encode the metadata of {key:?}: {e}"))
+            PortError::invalid(SERVICE, format!("cannot encode the metadata of {key:?}: {e}"))
         })?;
         let size = body.len() as u64;
         self.write(
@@ -201,7 +196,7 @@ impl<N: Notifier> ObjectStore for DirStore<N> {
         self.notifier.notify(message).await
     }
 
-    async fn put(&self, key: &str, body: Vec<u8>, _content_type: &str) -> Result<(), PortError> {
+    async fn put(&self, key: &str, body: Bytes, _content_type: &str) -> Result<(), PortError> {
         let path = self.path_of(key)?;
         let sidecar = sidecar_path(&path);
         // Plain objects have no metadata: a sidecar left from an earlier batch at this key goes.
@@ -213,21 +208,39 @@ impl<N: Notifier> ObjectStore for DirStore<N> {
         })
         .await?;
         let name = file_name(&path);
-        self.write(key, path, vec![(name, Bytes::from(body))]).await
+        self.write(key, path, vec![(name, body)]).await
     }
+}
 
-    async fn get(&self, key: &str) -> Result<Option<StoredObject>, PortError> {
-        let path = self.path_of(key)?;
-        let context = format!("cannot read object {key:?}");
+impl<N: Notifier> DirStore<N> {
+    /// The object at `at`, its body read or not; `Ok(None)` when there is none. Another bucket
+    /// than this store's is not found (a notification from elsewhere).
+    async fn read(&self, at: &ObjectLocation, body: bool) -> Result<Option<StoredObject>, PortError> {
+        if at.bucket != self.bucket {
+            return Err(PortError::not_found(
+                SERVICE,
+                format!("no bucket {:?} here (this store is {:?})", at.bucket, self.bucket),
+            ));
+        }
+        let path = self.path_of(&at.key)?;
+        let context = format!("cannot read object {:?}", at.key);
         blocking(move || {
-            let body = match fs::read(&path) {
-                Ok(b) => b,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-                Err(e) => return Err(io_error(SERVICE, &context, &e)),
+            let body = if body {
+                match fs::read(&path) {
+                    Ok(b) => b,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                    Err(e) => return Err(io_error(SERVICE, &context, &e)),
+                }
+            } else {
+                match fs::metadata(&path) {
+                    Ok(_) => Vec::new(),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                    Err(e) => return Err(io_error(SERVICE, &context, &e)),
+                }
             };
             let metadata = match fs::read(sidecar_path(&path)) {
                 Ok(bytes) => serde_json::from_slice::<BTreeMap<String, String>>(&bytes).map_err(|e| {
-                    PortError::permanent(
+                    PortError::invalid(
                         SERVICE,
                         format!("{context}: its metadata sidecar is not valid: {e}"),
                     )
@@ -238,6 +251,16 @@ impl<N: Notifier> ObjectStore for DirStore<N> {
             Ok(Some(StoredObject { body, metadata }))
         })
         .await
+    }
+}
+
+impl<N: Notifier> ObjectReader for DirStore<N> {
+    async fn head(&self, at: &ObjectLocation) -> Result<Option<BTreeMap<String, String>>, PortError> {
+        Ok(self.read(at, false).await?.map(|o| o.metadata))
+    }
+
+    async fn get(&self, at: &ObjectLocation) -> Result<Option<StoredObject>, PortError> {
+        self.read(at, true).await
     }
 }
 
@@ -294,7 +317,7 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, PortError> {
     tokio::task::spawn_blocking(work)
         .await
-        .map_err(|e| PortError::transient(SERVICE, format!("file task failed: {e}")))?
+        .map_err(|e| PortError::unavailable(SERVICE, format!("file task failed: {e}")))?
 }
 
 /// Creates the directories from `root` down to `dir`, syncing each parent that got a new entry,
@@ -392,6 +415,7 @@ fn collect_keys(dir: &Path, prefix: &str, keys: &mut Vec<String>) -> io::Result<
 mod tests {
     use std::time::Duration;
 
+    use microbatch_core::batch::Compression;
     use microbatch_core::import::parse_message;
     use microbatch_core::ports::Queue;
     use microbatch_core::position::{Position, SequenceNumber, ShardId};
@@ -400,16 +424,22 @@ mod tests {
     use super::super::queue::QueueOptions;
     use super::*;
 
+    fn loc(key: &str) -> ObjectLocation {
+        ObjectLocation::new("b", key)
+    }
+
     fn metadata() -> BatchMetadata {
         BatchMetadata {
             table: "orders".into(),
-            columns: vec!["_event_id".into(), "_row_index".into(), "total".into()],
+            columns_sha256: microbatch_core::batch::columns_digest(&["_event_id", "_row_index", "total"]),
+            column_count: 3,
             row_count: 2,
             shard: ShardId::new("shardId-000000000001"),
             first: Position::new(SequenceNumber::from_u128(10), 0),
             last: Position::new(SequenceNumber::from_u128(12), 3),
             catalog_version: "v1".into(),
             sha256: "ab".repeat(32),
+            csv_bytes: 8,
             min_received_at: Timestamp::from_millis(1_000),
             max_received_at: Timestamp::from_millis(2_000),
             compression: Compression::None,
@@ -424,7 +454,7 @@ mod tests {
                 .await
                 .unwrap(),
         );
-        let store = DirStore::open(dir.join("objects"), "local-bucket", queue.clone())
+        let store = DirStore::open(dir.join("objects"), "b", queue.clone())
             .await
             .unwrap();
         (store, queue)
@@ -440,7 +470,7 @@ mod tests {
             .await
             .unwrap();
 
-        let object = store.get(KEY).await.unwrap().unwrap();
+        let object = store.get(&loc(KEY)).await.unwrap().unwrap();
         assert_eq!(object.body, body);
         assert_eq!(object.metadata, metadata().to_pairs());
         let back =
@@ -457,7 +487,7 @@ mod tests {
         let n = parse_message(&messages[0].body).unwrap();
         assert_eq!(n.objects.len(), 1);
         assert_eq!(n.objects[0].key, KEY);
-        assert_eq!(n.objects[0].bucket, "local-bucket");
+        assert_eq!(n.objects[0].bucket, "b");
         assert_eq!(n.objects[0].size, Some(body.len() as u64));
         assert_eq!(n.objects[0].key_table(), Some("orders"));
 
@@ -476,13 +506,13 @@ mod tests {
     async fn plain_objects_and_absent_keys() {
         let dir = tempfile::tempdir().unwrap();
         let store = DirStore::open(dir.path(), "b", NoNotifier).await.unwrap();
-        assert_eq!(store.get("loads/none.csv").await.unwrap(), None);
+        assert_eq!(store.get(&loc("loads/none.csv")).await.unwrap(), None);
         let key = "rejected/orders/2024/05/01/07/shardId-000000000000-5.json";
         store
-            .put(key, b"{\"reason\":\"x\"}".to_vec(), "application/json")
+            .put(key, Bytes::from_static(b"{\"reason\":\"x\"}"), "application/json")
             .await
             .unwrap();
-        let object = store.get(key).await.unwrap().unwrap();
+        let object = store.get(&loc(key)).await.unwrap().unwrap();
         assert_eq!(object.body, b"{\"reason\":\"x\"}");
         assert!(object.metadata.is_empty());
 
@@ -491,8 +521,11 @@ mod tests {
             .put_batch(KEY, Bytes::from_static(b"x"), &metadata())
             .await
             .unwrap();
-        store.put(KEY, b"y".to_vec(), "text/csv").await.unwrap();
-        let object = store.get(KEY).await.unwrap().unwrap();
+        store
+            .put(KEY, Bytes::from_static(b"y"), "text/csv")
+            .await
+            .unwrap();
+        let object = store.get(&loc(KEY)).await.unwrap().unwrap();
         assert_eq!(
             (object.body.as_slice(), object.metadata.len()),
             (b"y".as_slice(), 0)
@@ -521,10 +554,13 @@ mod tests {
             "loads/x.csv.meta.json",
             long.as_str(),
         ] {
-            let err = store.put(bad, b"x".to_vec(), "text/plain").await.unwrap_err();
-            assert!(!err.retryable);
+            let err = store
+                .put(bad, Bytes::from_static(b"x"), "text/plain")
+                .await
+                .unwrap_err();
+            assert!(!err.is_transient());
             assert!(err.message.contains("is not allowed"), "{bad:?}: {err}");
-            assert!(store.get(bad).await.is_err(), "{bad:?}");
+            assert!(store.get(&loc(bad)).await.is_err(), "{bad:?}");
             assert!(
                 store
                     .put_batch(bad, Bytes::from_static(b"x"), &metadata())
@@ -537,18 +573,24 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn compressed_batches_are_refused_clearly() {
+    async fn compressed_batches_are_kept_as_given_and_other_buckets_are_not_here() {
         let dir = tempfile::tempdir().unwrap();
         let store = DirStore::open(dir.path(), "b", NoNotifier).await.unwrap();
         let mut gz = metadata();
         gz.compression = Compression::Gzip;
-        let err = store
-            .put_batch("loads/t/x.csv.gz", Bytes::from_static(b"x"), &gz)
+        let packed = Compression::Gzip.compress(b"a,b\n".to_vec());
+        store
+            .put_batch("loads/t/x.csv.gz", Bytes::from(packed.clone()), &gz)
             .await
-            .unwrap_err();
-        assert!(!err.retryable);
-        assert!(err.message.contains("uncompressed"), "{err}");
-        assert_eq!(store.get("loads/t/x.csv.gz").await.unwrap(), None);
+            .unwrap();
+        let object = store.get(&loc("loads/t/x.csv.gz")).await.unwrap().unwrap();
+        assert_eq!(object.body, packed);
+        let head = store.head(&loc("loads/t/x.csv.gz")).await.unwrap().unwrap();
+        assert_eq!(head["compression"], "gzip");
+        let elsewhere = ObjectLocation::new("other-bucket", "loads/t/x.csv.gz");
+        let err = store.get(&elsewhere).await.unwrap_err();
+        assert_eq!(err.kind, microbatch_core::ports::ErrorKind::NotFound, "{err}");
+        assert_eq!(store.head(&loc("loads/none.csv")).await.unwrap(), None);
     }
 
     #[tokio::test]
@@ -576,24 +618,24 @@ mod tests {
         // readers, which still see the complete old object, and removed at the next open.
         let leftover = object_dir.join(format!(".{file}{TEMP_MARKER}999-0"));
         fs::write(&leftover, b"compl").unwrap();
-        assert_eq!(store.get(KEY).await.unwrap().unwrap().body, b"complete");
+        assert_eq!(store.get(&loc(KEY)).await.unwrap().unwrap().body, b"complete");
         assert_eq!(store.keys("").await.unwrap(), [KEY]);
         drop(store);
         let store = DirStore::open(&root, "b", NoNotifier).await.unwrap();
         assert!(!leftover.exists());
-        assert_eq!(store.get(KEY).await.unwrap().unwrap().body, b"complete");
+        assert_eq!(store.get(&loc(KEY)).await.unwrap().unwrap().body, b"complete");
 
         // A crash after the sidecar and before the object: no object yet, so nothing to load; the
         // replay writes both.
         let other = "loads/orders/2024/05/01/07/shardId-000000000001-13-14.csv";
         fs::write(root.join(format!("{other}.meta.json")), b"{}").unwrap();
-        assert_eq!(store.get(other).await.unwrap(), None);
+        assert_eq!(store.get(&loc(other)).await.unwrap(), None);
         store
             .put_batch(other, Bytes::from_static(b"z"), &metadata())
             .await
             .unwrap();
         assert_eq!(
-            store.get(other).await.unwrap().unwrap().metadata,
+            store.get(&loc(other)).await.unwrap().unwrap().metadata,
             metadata().to_pairs()
         );
     }
@@ -604,7 +646,7 @@ mod tests {
         struct Down;
         impl Notifier for Down {
             async fn notify(&self, _body: String) -> Result<(), PortError> {
-                Err(PortError::transient("queue", "down"))
+                Err(PortError::unavailable("queue", "down"))
             }
         }
         let dir = tempfile::tempdir().unwrap();
@@ -613,8 +655,8 @@ mod tests {
             .put_batch(KEY, Bytes::from_static(b"x"), &metadata())
             .await
             .unwrap_err();
-        assert!(err.retryable, "the consumer retries, rewriting the same key");
-        assert!(store.get(KEY).await.unwrap().is_some());
+        assert!(err.is_transient(), "the consumer retries, rewriting the same key");
+        assert!(store.get(&loc(KEY)).await.unwrap().is_some());
     }
 
     #[test]

@@ -16,7 +16,8 @@ use microbatch_core::kpl::{
     parse_explicit_hash_key,
 };
 use microbatch_core::ports::{
-    PortError, PutAck, PutRecord, ReadBatch, ReadFrom, ShardInfo, StreamReader, StreamRecord, StreamWriter,
+    Cursor, PortError, PutAck, PutRecord, ReadBatch, ReadFrom, ShardInfo, StreamReader, StreamRecord,
+    StreamWriter,
 };
 use microbatch_core::position::{SequenceNumber, ShardId};
 use microbatch_core::time::{Timestamp, duration_micros};
@@ -26,7 +27,10 @@ use super::sqlite::{Db, Durability, OpenSpec, db_error, now};
 
 const SERVICE: &str = "stream";
 
-const SCHEMA: &str = r#"
+/// The schema, as its migrations (see `OpenSpec::migrations`).
+const MIGRATIONS: &[&str] = &[SCHEMA_V1];
+
+const SCHEMA_V1: &str = r#"
 CREATE TABLE shards (
     idx             INTEGER PRIMARY KEY,
     id              TEXT NOT NULL UNIQUE,
@@ -121,7 +125,7 @@ impl SqliteStream {
     /// Opens the stream at `path`, creating it with `options.shards` shards if the file is new.
     pub async fn open(path: impl AsRef<Path>, options: StreamOptions) -> Result<Self, PortError> {
         if options.shards == 0 {
-            return Err(PortError::permanent(SERVICE, "a stream needs at least one shard"));
+            return Err(PortError::invalid(SERVICE, "a stream needs at least one shard"));
         }
         let path = path.as_ref();
         let db = Db::open(OpenSpec {
@@ -132,7 +136,7 @@ impl SqliteStream {
             page_size: Some(64 * 1024),
             readers: options.readers,
             writer_cache_kib: 64 * 1024,
-            schema: SCHEMA,
+            migrations: MIGRATIONS,
         })
         .await?;
         let (shards, index) = Self::load_or_create_shards(&db, options.shards).await?;
@@ -154,7 +158,7 @@ impl SqliteStream {
             })
             .collect();
         let map = ShardMap::new(open).map_err(|e| {
-            PortError::permanent(SERVICE, format!("the shards stored in {}: {e}", path.display()))
+            PortError::invalid(SERVICE, format!("the shards stored in {}: {e}", path.display()))
         })?;
         Ok(SqliteStream {
             db,
@@ -177,7 +181,7 @@ impl SqliteStream {
             .await
             .map_err(|e| db_error(SERVICE, context, e))?;
         if existing == 0 {
-            let map = ShardMap::even(count).map_err(|e| PortError::permanent(SERVICE, e.to_string()))?;
+            let map = ShardMap::even(count).map_err(|e| PortError::invalid(SERVICE, e.to_string()))?;
             for (i, s) in map.shards().iter().enumerate() {
                 sqlx::query(
                     "INSERT INTO shards (idx, id, starting_hash_key, ending_hash_key) VALUES (?1, ?2, ?3, ?4)",
@@ -206,7 +210,7 @@ impl SqliteStream {
             let start: String = row.get("starting_hash_key");
             let end: String = row.get("ending_hash_key");
             let range = HashKeyRange::parse(&start, &end).map_err(|e| {
-                PortError::permanent(SERVICE, format!("shard {id} has an invalid hash-key range: {e}"))
+                PortError::invalid(SERVICE, format!("shard {id} has an invalid hash-key range: {e}"))
             })?;
             index.insert(id.clone(), row.get::<i64, _>("idx"));
             shards.push(ShardInfo {
@@ -292,7 +296,7 @@ impl SqliteStream {
     fn route(&self, record: &PutRecord) -> Result<i64, PortError> {
         let key_chars = record.partition_key.chars().count();
         if key_chars == 0 || key_chars > MAX_PARTITION_KEY_CHARS {
-            return Err(PortError::permanent(
+            return Err(PortError::invalid(
                 SERVICE,
                 format!(
                     "a partition key must have 1 to {MAX_PARTITION_KEY_CHARS} characters, not {key_chars}"
@@ -301,7 +305,7 @@ impl SqliteStream {
         }
         let size = record.data.len() + record.partition_key.len();
         if size > KINESIS_MAX_RECORD_BYTES {
-            return Err(PortError::permanent(
+            return Err(PortError::invalid(
                 SERVICE,
                 format!(
                     "a record of {size} bytes (data and partition key) exceeds the {KINESIS_MAX_RECORD_BYTES}-byte limit"
@@ -309,9 +313,7 @@ impl SqliteStream {
             ));
         }
         let hash = match &record.explicit_hash_key {
-            Some(k) => {
-                parse_explicit_hash_key(k).map_err(|e| PortError::permanent(SERVICE, e.to_string()))?
-            }
+            Some(k) => parse_explicit_hash_key(k).map_err(|e| PortError::invalid(SERVICE, e.to_string()))?,
             None => hash_key_of(&record.partition_key),
         };
         let shard = &self.map.shard_for(hash).id;
@@ -322,14 +324,14 @@ impl SqliteStream {
         self.index
             .get(shard)
             .copied()
-            .ok_or_else(|| PortError::permanent(SERVICE, format!("the stream has no shard {shard}")))
+            .ok_or_else(|| PortError::not_found(SERVICE, format!("the stream has no shard {shard}")))
     }
 }
 
 /// A sequence number of this stream as the integer it is stored as.
 fn parse_seq(seq: &SequenceNumber) -> Result<i64, PortError> {
     seq.as_str().parse::<i64>().map_err(|_| {
-        PortError::permanent(
+        PortError::invalid(
             SERVICE,
             format!("sequence number {seq} is not one of the local stream's (too large)"),
         )
@@ -397,21 +399,38 @@ impl StreamWriter for SqliteStream {
     }
 }
 
+/// A local cursor: `<shard>@<the first sequence number it reads>`. It never expires (the
+/// records it points to may be trimmed meanwhile: the read then starts at the oldest kept).
+fn cursor_at(shard: &ShardId, start: i64) -> Cursor {
+    Cursor(format!("{shard}@{start}"))
+}
+
 impl StreamReader for SqliteStream {
     async fn list_shards(&self) -> Result<Vec<ShardInfo>, PortError> {
         Ok(self.shards.to_vec())
     }
 
-    /// Up to `limit` records and [`StreamOptions::max_read_bytes`] bytes, oldest first.
-    /// `millis_behind_latest` is 0 when the read reached the newest record of the shard, else
-    /// how long ago the last record returned arrived (at least 1).
-    async fn read(&self, shard: &ShardId, from: &ReadFrom, limit: usize) -> Result<ReadBatch, PortError> {
-        let idx = self.shard_index(shard)?;
+    async fn open(&self, shard: &ShardId, from: &ReadFrom) -> Result<Cursor, PortError> {
+        self.shard_index(shard)?;
         let start = match from {
             ReadFrom::Oldest => 0,
             ReadFrom::At(seq) => parse_seq(seq)?,
             ReadFrom::After(seq) => parse_seq(seq)?.saturating_add(1),
         };
+        Ok(cursor_at(shard, start))
+    }
+
+    /// Up to `limit` records and [`StreamOptions::max_read_bytes`] bytes, oldest first.
+    /// `millis_behind_latest` is 0 when the read reached the newest record of the shard, else
+    /// how long ago the last record returned arrived (at least 1).
+    async fn read(&self, shard: &ShardId, at: &Cursor, limit: usize) -> Result<ReadBatch, PortError> {
+        let idx = self.shard_index(shard)?;
+        let start = at
+            .as_str()
+            .strip_prefix(shard.as_str())
+            .and_then(|rest| rest.strip_prefix('@'))
+            .and_then(|n| n.parse::<i64>().ok())
+            .ok_or_else(|| PortError::invalid(SERVICE, format!("{at:?} is not a cursor of shard {shard}")))?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let context = "cannot read the stream";
         let err = |e| db_error(SERVICE, context, e);
@@ -492,7 +511,7 @@ impl StreamReader for SqliteStream {
         Ok(ReadBatch {
             records,
             millis_behind_latest: Some(millis_behind_latest),
-            end_of_shard: closed && caught_up,
+            next: (!(closed && caught_up)).then(|| cursor_at(shard, next)),
         })
     }
 }
@@ -503,6 +522,51 @@ mod tests {
     use std::time::Instant;
 
     use super::*;
+    use microbatch_core::ports::ErrorKind;
+
+    /// Opens a cursor at `from` and reads once from it.
+    async fn read_from(
+        stream: &SqliteStream,
+        shard: &ShardId,
+        from: &ReadFrom,
+        limit: usize,
+    ) -> Result<ReadBatch, PortError> {
+        let cursor = stream.open(shard, from).await?;
+        stream.read(shard, &cursor, limit).await
+    }
+
+    #[tokio::test]
+    async fn reads_go_on_from_the_cursor_each_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let stream = open(dir.path(), 1).await;
+        put(
+            &stream,
+            (0..5).map(|i| record("k", format!("{i}").as_bytes())).collect(),
+        )
+        .await;
+        let shard = ShardId::new("shardId-000000000000");
+        let mut cursor = stream.open(&shard, &ReadFrom::Oldest).await.unwrap();
+        let mut seen = Vec::new();
+        for _ in 0..4 {
+            let batch = stream.read(&shard, &cursor, 2).await.unwrap();
+            seen.extend(batch.records.iter().map(|r| r.data.clone()));
+            cursor = batch.next.expect("an open shard never ends");
+        }
+        assert_eq!(
+            seen,
+            (0..5).map(|i| format!("{i}").into_bytes()).collect::<Vec<_>>()
+        );
+        let other = ShardId::new("shardId-000000000009");
+        assert_eq!(
+            stream.open(&other, &ReadFrom::Oldest).await.unwrap_err().kind,
+            ErrorKind::NotFound
+        );
+        let foreign = Cursor("shardId-000000000001@4".into());
+        assert_eq!(
+            stream.read(&shard, &foreign, 1).await.unwrap_err().kind,
+            ErrorKind::Invalid
+        );
+    }
 
     fn record(pk: &str, data: &[u8]) -> PutRecord {
         PutRecord {
@@ -576,7 +640,7 @@ mod tests {
             .put_records(vec![record("a", b"1"), bad])
             .await
             .unwrap_err();
-        assert!(!err.retryable);
+        assert!(!err.is_transient());
         assert!(err.message.contains("explicit hash key"), "{err}");
 
         let err = stream.put_records(vec![record("", b"1")]).await.unwrap_err();
@@ -614,7 +678,9 @@ mod tests {
                 "strictly increasing in {shard}"
             );
 
-            let all = stream.read(shard, &ReadFrom::Oldest, 10_000).await.unwrap();
+            let all = read_from(&stream, shard, &ReadFrom::Oldest, 10_000)
+                .await
+                .unwrap();
             let got: Vec<(SequenceNumber, Vec<u8>)> = all
                 .records
                 .iter()
@@ -622,24 +688,24 @@ mod tests {
                 .collect();
             assert_eq!(&got, expected, "everything, in put order");
             assert_eq!(all.millis_behind_latest, Some(0));
-            assert!(!all.end_of_shard);
+            assert!(all.next.is_some(), "an open shard never ends");
             assert!(all.records.iter().all(|r| r.partition_key.starts_with('k')));
 
             let mid = &expected[expected.len() / 2].0;
-            let at = stream.read(shard, &ReadFrom::At(mid.clone()), 3).await.unwrap();
+            let at = read_from(&stream, shard, &ReadFrom::At(mid.clone()), 3)
+                .await
+                .unwrap();
             assert_eq!(&at.records[0].seq, mid);
             assert_eq!(at.records.len(), 3);
             assert!(at.millis_behind_latest.unwrap() >= 1, "not caught up");
-            let after = stream
-                .read(shard, &ReadFrom::After(mid.clone()), 10_000)
+            let after = read_from(&stream, shard, &ReadFrom::After(mid.clone()), 10_000)
                 .await
                 .unwrap();
             assert!(after.records.iter().all(|r| &r.seq > mid));
             assert_eq!(after.records.len(), expected.len() - expected.len() / 2 - 1);
 
             let last = &expected.last().unwrap().0;
-            let empty = stream
-                .read(shard, &ReadFrom::After(last.clone()), 10)
+            let empty = read_from(&stream, shard, &ReadFrom::After(last.clone()), 10)
                 .await
                 .unwrap();
             assert!(empty.records.is_empty());
@@ -649,19 +715,26 @@ mod tests {
         // At a sequence number of another shard (they interleave): the next one of this shard.
         let shards: Vec<&ShardId> = sent.keys().collect();
         let other = &sent[shards[1]][0].0;
-        let from = stream
-            .read(shards[0], &ReadFrom::At(other.clone()), 1)
+        let from = read_from(&stream, shards[0], &ReadFrom::At(other.clone()), 1)
             .await
             .unwrap();
         assert!(&from.records[0].seq > other);
 
-        let err = stream
-            .read(&ShardId::new("shardId-000000000099"), &ReadFrom::Oldest, 1)
-            .await
-            .unwrap_err();
+        let err = read_from(
+            &stream,
+            &ShardId::new("shardId-000000000099"),
+            &ReadFrom::Oldest,
+            1,
+        )
+        .await
+        .unwrap_err();
         assert!(err.message.contains("no shard"), "{err}");
         let huge = SequenceNumber::parse("49590338271490256608559692538361571095921575989136588898").unwrap();
-        assert!(stream.read(shards[0], &ReadFrom::At(huge), 1).await.is_err());
+        assert!(
+            read_from(&stream, shards[0], &ReadFrom::At(huge), 1)
+                .await
+                .is_err()
+        );
     }
 
     #[tokio::test]
@@ -678,16 +751,16 @@ mod tests {
         put(&stream, (0..5).map(|_| record("k", &[7u8; 999])).collect()).await;
         put(&stream, vec![record("k", &[1u8; 9_000])]).await;
         let shard = ShardId::new("shardId-000000000000");
-        let first = stream.read(&shard, &ReadFrom::Oldest, 100).await.unwrap();
+        let first = read_from(&stream, &shard, &ReadFrom::Oldest, 100).await.unwrap();
         assert_eq!(first.records.len(), 2, "1000 bytes each, 2500 allowed");
         let mut from = ReadFrom::After(first.records[1].seq.clone());
-        let second = stream.read(&shard, &from, 100).await.unwrap();
+        let second = read_from(&stream, &shard, &from, 100).await.unwrap();
         assert_eq!(second.records.len(), 2);
         from = ReadFrom::After(second.records[1].seq.clone());
-        let third = stream.read(&shard, &from, 100).await.unwrap();
+        let third = read_from(&stream, &shard, &from, 100).await.unwrap();
         assert_eq!(third.records.len(), 1, "the big one does not fit after the fifth");
         from = ReadFrom::After(third.records[0].seq.clone());
-        let big = stream.read(&shard, &from, 100).await.unwrap();
+        let big = read_from(&stream, &shard, &from, 100).await.unwrap();
         assert_eq!(
             big.records.len(),
             1,
@@ -714,8 +787,7 @@ mod tests {
         );
         assert_eq!(reopened.record_count().await.unwrap(), 50);
         for ack in &acks {
-            let read = reopened
-                .read(&ack.shard, &ReadFrom::At(ack.seq.clone()), 1)
+            let read = read_from(&reopened, &ack.shard, &ReadFrom::At(ack.seq.clone()), 1)
                 .await
                 .unwrap();
             assert_eq!(read.records[0].seq, ack.seq);
@@ -743,12 +815,11 @@ mod tests {
         assert_eq!(stream.trim().await.unwrap(), 0, "nothing is 24 h old");
         assert_eq!(stream.trim_before(cutoff).await.unwrap(), n as u64);
         let shard = &young.shard;
-        let left = stream.read(shard, &ReadFrom::Oldest, 100).await.unwrap();
+        let left = read_from(&stream, shard, &ReadFrom::Oldest, 100).await.unwrap();
         assert_eq!(left.records.len(), 1);
         assert_eq!(left.records[0].seq, young.seq);
         // A checkpoint on a trimmed record still reads on from there.
-        let from_trimmed = stream
-            .read(shard, &ReadFrom::After(old[3].seq.clone()), 10)
+        let from_trimmed = read_from(&stream, shard, &ReadFrom::After(old[3].seq.clone()), 10)
             .await
             .unwrap();
         assert_eq!(from_trimmed.records.len(), 1);
@@ -848,7 +919,7 @@ mod tests {
                 for shard in stream.list_shards().await.unwrap() {
                     let mut from = ReadFrom::Oldest;
                     loop {
-                        let batch = stream.read(&shard.id, &from, 10_000).await.unwrap();
+                        let batch = read_from(&stream, &shard.id, &from, 10_000).await.unwrap();
                         let Some(last) = batch.records.last() else { break };
                         from = ReadFrom::After(last.seq.clone());
                         read += batch.records.iter().map(|r| r.data.len()).sum::<usize>();

@@ -8,6 +8,7 @@ use std::fmt;
 
 use microbatch_core::catalog::Catalog;
 use microbatch_core::event::{Envelope, EventId, IdSource};
+use microbatch_core::mapping::Mapper;
 use microbatch_core::time::Timestamp;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
@@ -364,13 +365,14 @@ fn parse_one(
     };
     let too_deep =
         || Problem::new(format!("payload nests deeper than {} levels", limits.max_depth)).field("/payload");
-    match &def.schema {
+    let parsed: Option<Value> = match &def.schema {
         // No schema: the depth from the text, without building it.
         None => {
             if json_depth(payload.get()) > limits.max_depth {
                 problems.push(too_deep());
                 return Err(problems);
             }
+            None
         }
         // The schema needs the payload as a `Value`, and the depth is cheap to read from that.
         Some(schema) => match serde_json::from_str::<Value>(payload.get()) {
@@ -387,6 +389,7 @@ fn parse_one(
                         );
                     }
                 }
+                Some(value)
             }
             // The payload is valid JSON (it was read as such), so this is serde_json's own
             // recursion limit (128 levels) or a number out of range.
@@ -400,18 +403,55 @@ fn parse_one(
                 return Err(problems);
             }
         },
-    }
+    };
     if !problems.is_empty() {
         return Err(problems);
     }
-    Ok(Envelope {
+    let envelope = Envelope {
         id: id.unwrap_or_else(|| ids.next_id(now)),
         event_type: incoming.event_type,
         source,
         received_at: now,
         occurred_at,
         payload: payload.to_owned(),
-    })
+    };
+    unstorable(catalog, &envelope, parsed, false)?;
+    Ok(envelope)
+}
+
+/// The values of `event` no supported warehouse can store, by the mapper's own checks: refused
+/// here with 422, naming each field, rather than accepted and then rejected by the consumer.
+/// `parsed` is the payload when already parsed; `whole_body` names fields from the body's root
+/// (a webhook's body is its payload) rather than from the event's.
+pub(crate) fn unstorable(
+    catalog: &Catalog,
+    event: &Envelope,
+    parsed: Option<Value>,
+    whole_body: bool,
+) -> Result<(), Vec<Problem>> {
+    let value = match parsed {
+        Some(v) => v,
+        None => serde_json::from_str::<Value>(event.payload_json())
+            .map_err(|e| vec![Problem::new(e.to_string()).field("/payload")])?,
+    };
+    let found = Mapper::new(catalog).unstorable(event, &value, 20);
+    if found.is_empty() {
+        return Ok(());
+    }
+    Err(found
+        .into_iter()
+        .map(|u| {
+            let field = match u.field.strip_prefix("/payload") {
+                Some(rest) if whole_body => rest.to_owned(),
+                _ => u.field,
+            };
+            Problem::new(format!(
+                "table {:?}, column {:?}: the value {}",
+                u.table, u.column, u.reason
+            ))
+            .field(field)
+        })
+        .collect())
 }
 
 #[cfg(test)]
@@ -833,12 +873,40 @@ mod tests {
         assert_eq!(status, 422);
         assert_eq!(p[0].1.as_deref(), Some("/payload"));
         assert!(p[0].2.starts_with("number out of range"), "{p:?}");
-        // ... which a type without a schema keeps, digits as sent.
-        let kept = parse(
-            r#"{"type":"search_performed","payload":{"q":"x","n":1e400}}"#,
-            BodyFormat::Json,
+        // ... and without a schema too: the consumer could not read it either (it used to be
+        // accepted, then rejected by the mapper as not JSON).
+        let (status, _, p) = problems(r#"{"type":"search_performed","payload":{"q":"x","n":1e400}}"#);
+        assert_eq!(status, 422);
+        assert_eq!(p[0].1.as_deref(), Some("/payload"));
+        assert!(p[0].2.starts_with("number out of range"), "{p:?}");
+    }
+
+    /// Found in review: the mapper refused a NUL in a text column only after the producer had
+    /// answered 202, so the client was told "accepted" for an event that landed in `rejected/`.
+    /// The door runs the mapper's own storability checks and names each field.
+    #[test]
+    fn values_no_warehouse_can_store_are_refused_at_the_door() {
+        let (status, _, p) = problems(
+            r#"{"type":"search_performed","payload":{"query":"a\u0000b","filters":{"x":["\u0000"]}}}"#,
         );
-        assert_eq!(kept.unwrap()[0].payload_json(), r#"{"q":"x","n":1e400}"#);
+        assert_eq!(status, 422);
+        let fields: Vec<&str> = p.iter().filter_map(|(_, f, _)| f.as_deref()).collect();
+        assert_eq!(fields, ["/payload/query", "/payload/filters"]);
+        assert!(p[0].2.contains("NUL character"), "{p:?}");
+        let long = "x".repeat(microbatch_core::storable::MAX_TEXT_BYTES + 1);
+        let (status, _, p) = problems(&format!(
+            r#"{{"type":"search_performed","payload":{{"query":"{long}"}}}}"#
+        ));
+        assert_eq!(status, 422);
+        assert!(p[0].2.contains("65536 bytes long"), "{p:?}");
+        // A storable event of the same type goes through.
+        assert!(
+            parse(
+                r#"{"type":"search_performed","payload":{"query":"fine"}}"#,
+                BodyFormat::Json
+            )
+            .is_ok()
+        );
     }
 
     #[test]

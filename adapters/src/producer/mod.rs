@@ -264,12 +264,12 @@ async fn post_webhook(
             if event.id.as_str().is_empty() {
                 event.id = OsIds.next_id(now);
             }
+            let value: serde_json::Value = serde_json::from_str(event.payload_json())
+                .map_err(|e| ApiError::malformed(format!("body is not valid JSON: {e}")))?;
             if let Some(schema) = catalog
                 .event_type(&event.event_type)
                 .and_then(|d| d.schema.as_ref())
             {
-                let value: serde_json::Value = serde_json::from_str(event.payload_json())
-                    .map_err(|e| ApiError::malformed(format!("body is not valid JSON: {e}")))?;
                 let problems: Vec<error::Problem> = schema
                     .iter_errors(&value)
                     .take(20)
@@ -279,6 +279,10 @@ async fn post_webhook(
                     rejected(&event.event_type, "schema", 1);
                     return Err(ApiError::invalid(problems));
                 }
+            }
+            if let Err(problems) = ingest::unstorable(catalog, &event, Some(value), true) {
+                rejected(&event.event_type, "unstorable", 1);
+                return Err(ApiError::invalid(problems));
             }
             submit(&state, vec![*event]).await
         }

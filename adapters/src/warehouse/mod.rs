@@ -38,6 +38,7 @@ mod testkit;
 use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
+use std::ops::Range;
 use std::pin::Pin;
 
 use microbatch_core::catalog::{Catalog, Column, ColumnType, Mode, Quoted, Table};
@@ -237,6 +238,76 @@ fn column_list<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
     out
 }
 
+/// The rows a load sends: the batch's CSV without the rows it skips (and, for a probe, only
+/// those in a range), and which batch row each line sent is, so that a warehouse naming the
+/// line it refused names the batch row.
+pub(crate) struct Selection<'b> {
+    pub body: Cow<'b, [u8]>,
+    /// The batch row of each record sent, in order; `None` when every row is sent.
+    rows: Option<Vec<u64>>,
+}
+
+impl<'b> Selection<'b> {
+    /// Rows of `body` but `skip`, within `range` when given.
+    pub fn of(body: &'b [u8], skip: &[u64], range: Option<Range<u64>>) -> Result<Self, WarehouseError> {
+        if skip.is_empty() && range.is_none() {
+            return Ok(Selection {
+                body: Cow::Borrowed(body),
+                rows: None,
+            });
+        }
+        let spans = microbatch_core::import::record_spans(body)
+            .map_err(|e| WarehouseError::with_sqlstate("22P04", format!("the batch is not CSV: {e}")))?;
+        let skip: std::collections::BTreeSet<u64> = skip.iter().copied().collect();
+        let mut out = Vec::with_capacity(body.len());
+        let mut rows = Vec::new();
+        for (i, span) in spans.into_iter().enumerate() {
+            let i = i as u64;
+            if skip.contains(&i) || range.as_ref().is_some_and(|r| !r.contains(&i)) {
+                continue;
+            }
+            out.extend_from_slice(&body[span]);
+            if out.last() != Some(&b'\n') {
+                out.push(b'\n');
+            }
+            rows.push(i);
+        }
+        Ok(Selection {
+            body: Cow::Owned(out),
+            rows: Some(rows),
+        })
+    }
+
+    /// How many records are sent.
+    pub fn len(&self) -> u64 {
+        match &self.rows {
+            Some(rows) => rows.len() as u64,
+            None => microbatch_core::import::record_spans(&self.body).map_or(0, |s| s.len() as u64),
+        }
+    }
+
+    /// The batch row of the `index`-th (0-based) record sent.
+    pub fn batch_row(&self, index: u64) -> Option<u64> {
+        match &self.rows {
+            None => Some(index),
+            Some(rows) => rows.get(index as usize).copied(),
+        }
+    }
+}
+
+/// The batch CSV of a load request: the warehouses of this module load from the bytes.
+pub(crate) fn body_of<'r>(req: &LoadRequest<'r>) -> Result<&'r [u8], WarehouseError> {
+    req.body.ok_or_else(|| {
+        WarehouseError::new(
+            WarehouseErrorKind::Other,
+            format!(
+                "a load of {} without its bytes (importer bug: this warehouse needs them)",
+                req.key()
+            ),
+        )
+    })
+}
+
 /// The unique index a table's mode needs: its name and its columns.
 fn unique_index(table: &Table) -> (String, Vec<&str>) {
     match &table.mode {
@@ -338,6 +409,13 @@ impl Warehouse for SqlWarehouse {
             SqlWarehouse::Sqlite(w) => w.load_all(requests).await,
         }
     }
+
+    async fn probe(&self, request: LoadRequest<'_>, rows: Range<u64>) -> Result<(), WarehouseError> {
+        match self {
+            SqlWarehouse::Postgres(w) => w.probe(request, rows).await,
+            SqlWarehouse::Sqlite(w) => w.probe(request, rows).await,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -381,6 +459,19 @@ mod tests {
             table: "orders".into(),
         };
         assert_eq!(d.to_string(), "table \"orders\" is missing");
+    }
+
+    #[test]
+    fn a_selection_maps_the_lines_sent_to_batch_rows() {
+        let body = b"a,1\nb,\"x\ny\"\nc,3\nd,4";
+        let all = Selection::of(body, &[], None).unwrap();
+        assert_eq!((&*all.body, all.batch_row(2)), (&body[..], Some(2)));
+        let some = Selection::of(body, &[1], Some(0..3)).unwrap();
+        assert_eq!(&*some.body, b"a,1\nc,3\n");
+        assert_eq!(
+            (some.batch_row(0), some.batch_row(1), some.batch_row(2)),
+            (Some(0), Some(2), None)
+        );
     }
 
     #[test]

@@ -62,7 +62,6 @@
 
 use std::time::{Duration, Instant};
 
-use microbatch_core::batch::BatchMetadata;
 use microbatch_core::catalog::{Catalog, Column, ColumnType, Mode, Quoted, Table, validate_ident};
 use microbatch_core::import::{WarehouseError, WarehouseErrorKind};
 use microbatch_core::ports::{LoadOutcome, LoadRequest, Warehouse};
@@ -70,13 +69,15 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Acquire, ConnectOptions, Executor, PgConnection, Row};
 
 use super::{
-    EmbeddedMigration, Existing, MANIFEST_TABLE, SchemaDifference, column_list, diff_schema, embed_migration,
-    migrator, resolve_columns, unique_index, warehouse_error,
+    EmbeddedMigration, Existing, MANIFEST_TABLE, SchemaDifference, Selection, body_of, column_list,
+    diff_schema, embed_migration, migrator, resolve_columns, unique_index, warehouse_error,
 };
 
 /// `adapters/migrations/postgres/`, in order.
-pub(super) const MIGRATIONS: &[EmbeddedMigration] =
-    &[embed_migration!("postgres", 20260101000001, "load_manifest")];
+pub(super) const MIGRATIONS: &[EmbeddedMigration] = &[
+    embed_migration!("postgres", 20260101000001, "load_manifest"),
+    embed_migration!("postgres", 20261202000001, "manifest_refused"),
+];
 
 /// The per-load temporary table of the staged path.
 const STAGING: &str = "microbatch_staging";
@@ -181,8 +182,8 @@ impl PgWarehouse {
             ),
             manifest_insert_sql: format!(
                 "INSERT INTO {manifest} (\"key\", sha256, table_name, \"rows\", inserted, shard, \
-                 first_position, last_position, catalog_version, min_received_at, max_received_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::timestamptz, $11::timestamptz)"
+                 first_position, last_position, catalog_version, min_received_at, max_received_at, refused) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::timestamptz, $11::timestamptz, $12)"
             ),
             schema: options.schema,
         })
@@ -423,6 +424,24 @@ impl Warehouse for PgWarehouse {
         let loads = self.load_all_via(requests).await?;
         Ok(loads.into_iter().map(|(outcome, _)| outcome).collect())
     }
+
+    /// The load of the rows in `rows`, rolled back: the same statements (triggers and
+    /// constraints included), without the manifest.
+    async fn probe(&self, req: LoadRequest<'_>, rows: std::ops::Range<u64>) -> Result<(), WarehouseError> {
+        let columns =
+            resolve_columns(req.table, req.columns).map_err(|m| WarehouseError::with_sqlstate("42703", m))?;
+        let selection = Selection::of(body_of(&req)?, req.skip_rows, Some(rows))?;
+        let begin = if req.table.mode == Mode::Append {
+            self.pool.begin_with(BEGIN_DIRECT).await
+        } else {
+            self.pool.begin().await
+        };
+        let mut tx = begin.map_err(warehouse_error)?;
+        let sent = selection.len();
+        let result = self.load_rows(&mut tx, &req, &columns, &selection, sent, 0).await;
+        tx.rollback().await.map_err(warehouse_error)?;
+        result.map(|_| ())
+    }
 }
 
 impl PgWarehouse {
@@ -478,12 +497,11 @@ impl PgWarehouse {
         req: &LoadRequest<'_>,
         index: usize,
     ) -> Result<(LoadOutcome, Option<LoadPath>), WarehouseError> {
-        let columns = resolve_columns(req.table, &req.metadata.columns)
-            .map_err(|m| WarehouseError::with_sqlstate("42703", m))?;
-        let target = self.table(&req.table.name);
+        let columns =
+            resolve_columns(req.table, req.columns).map_err(|m| WarehouseError::with_sqlstate("42703", m))?;
         let meta = req.metadata;
         let loaded: bool = sqlx::query_scalar(&self.manifest_exists_sql)
-            .bind(req.key)
+            .bind(req.key())
             .bind(&meta.sha256)
             .fetch_one(&mut *tx)
             .await
@@ -491,43 +509,14 @@ impl PgWarehouse {
         if loaded {
             return Ok((LoadOutcome::AlreadyLoaded, None));
         }
-
-        let (inserted, path) = match &req.table.mode {
-            Mode::Append => {
-                let copy = format!(
-                    "COPY {target} ({}) FROM STDIN (FORMAT csv)",
-                    column_list(columns.iter().map(|c| c.name.as_str()))
-                );
-                match copy_in(tx, &copy, req.body).await {
-                    Ok(copied) => {
-                        check_count(copied, meta)?;
-                        (copied, LoadPath::Direct)
-                    }
-                    Err(e) if is_unique_violation(&e) => {
-                        tracing::debug!(
-                            key = req.key,
-                            table = %req.table.name,
-                            error = %e,
-                            "the batch has rows the table holds already: loading it through the \
-                             staging table"
-                        );
-                        tx.execute(ROLLBACK_TO_DIRECT).await.map_err(warehouse_error)?;
-                        let inserted =
-                            load_staged(tx, &target, req.table, &columns, req.body, meta, index).await?;
-                        (inserted, LoadPath::Staged)
-                    }
-                    Err(e) => return Err(warehouse_error(e)),
-                }
-            }
-            Mode::Upsert { .. } => {
-                let inserted = load_staged(tx, &target, req.table, &columns, req.body, meta, index).await?;
-                (inserted, LoadPath::Staged)
-            }
-        };
-
+        let selection = Selection::of(body_of(req)?, req.skip_rows, None)?;
+        let expected = meta.row_count.saturating_sub(req.skip_rows.len() as u64);
+        let (inserted, path) = self
+            .load_rows(tx, req, &columns, &selection, expected, index)
+            .await?;
         let position = |p: &microbatch_core::position::Position| format!("{}:{}", p.seq, p.sub);
         sqlx::query(&self.manifest_insert_sql)
-            .bind(req.key)
+            .bind(req.key())
             .bind(&meta.sha256)
             .bind(&req.table.name)
             .bind(i64::try_from(meta.row_count).unwrap_or(i64::MAX))
@@ -538,19 +527,89 @@ impl PgWarehouse {
             .bind(&meta.catalog_version)
             .bind(meta.min_received_at.to_string())
             .bind(meta.max_received_at.to_string())
+            .bind(i64::try_from(req.skip_rows.len()).unwrap_or(i64::MAX))
             .execute(&mut *tx)
             .await
             .map_err(warehouse_error)?;
         tracing::debug!(
-            key = req.key,
+            key = req.key(),
             table = %req.table.name,
             rows = meta.row_count,
+            refused = req.skip_rows.len(),
             inserted,
             ?path,
             "loaded batch into PostgreSQL"
         );
         Ok((LoadOutcome::Loaded { inserted }, Some(path)))
     }
+
+    /// The rows of `selection` into the table (no manifest): straight by COPY for an append
+    /// batch none of whose rows are there, else through the staging table; the rows written and
+    /// the way. The COPY must read `expected` rows.
+    async fn load_rows(
+        &self,
+        tx: &mut PgConnection,
+        req: &LoadRequest<'_>,
+        columns: &[&Column],
+        selection: &Selection<'_>,
+        expected: u64,
+        index: usize,
+    ) -> Result<(u64, LoadPath), WarehouseError> {
+        let target = self.table(&req.table.name);
+        match &req.table.mode {
+            Mode::Append => {
+                let copy = format!(
+                    "COPY {target} ({}) FROM STDIN (FORMAT csv)",
+                    column_list(columns.iter().map(|c| c.name.as_str()))
+                );
+                match copy_in(tx, &copy, &selection.body).await {
+                    Ok(copied) => {
+                        check_count(copied, expected)?;
+                        Ok((copied, LoadPath::Direct))
+                    }
+                    Err(e) if is_unique_violation(&e) => {
+                        tracing::debug!(
+                            key = req.key(),
+                            table = %req.table.name,
+                            error = %e,
+                            "the batch has rows the table holds already: loading it through the \
+                             staging table"
+                        );
+                        tx.execute(ROLLBACK_TO_DIRECT).await.map_err(warehouse_error)?;
+                        let inserted =
+                            load_staged(tx, &target, req.table, columns, selection, expected, index).await?;
+                        Ok((inserted, LoadPath::Staged))
+                    }
+                    Err(e) => Err(copy_error(e, selection)),
+                }
+            }
+            Mode::Upsert { .. } => {
+                let inserted =
+                    load_staged(tx, &target, req.table, columns, selection, expected, index).await?;
+                Ok((inserted, LoadPath::Staged))
+            }
+        }
+    }
+}
+
+/// A COPY failure, naming the batch row when PostgreSQL names the line (`CONTEXT: COPY t, line
+/// 3, column v: …`): the `line`-th record of what was sent.
+fn copy_error(error: sqlx::Error, selection: &Selection<'_>) -> WarehouseError {
+    let e = warehouse_error(error);
+    match copy_line(&e.message).and_then(|line| selection.batch_row(line.saturating_sub(1))) {
+        Some(row) => e.at_row(row),
+        None => e,
+    }
+}
+
+/// The line number in a COPY error's context, if any (`COPY t, line 3, column v: …`; a value's
+/// own context, such as `JSON data, line 1: …`, may come first).
+fn copy_line(message: &str) -> Option<u64> {
+    let at = message.find("COPY ")?;
+    let context = &message[at..];
+    let line = context.find(", line ")? + ", line ".len();
+    let digits: String = context[line..].chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok().filter(|n| *n > 0)
 }
 
 /// PostgreSQL keeps the first 63 bytes of an identifier (`NAMEDATALEN` - 1) and drops the rest
@@ -606,17 +665,15 @@ fn is_unique_violation(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(db) if db.code().as_deref() == Some("23505"))
 }
 
-/// The COPY must have read as many rows as the batch metadata says.
-fn check_count(copied: u64, meta: &BatchMetadata) -> Result<(), WarehouseError> {
-    if copied == meta.row_count {
+/// The COPY must have read as many rows as were sent (the batch metadata's count, less the rows
+/// left out).
+fn check_count(copied: u64, expected: u64) -> Result<(), WarehouseError> {
+    if copied == expected {
         return Ok(());
     }
     Err(WarehouseError::with_sqlstate(
         "22P04",
-        format!(
-            "COPY read {copied} rows, the batch metadata says {}",
-            meta.row_count
-        ),
+        format!("row count mismatch: COPY read {copied} rows, the batch metadata says {expected}"),
     ))
 }
 
@@ -627,8 +684,8 @@ async fn load_staged(
     target: &str,
     table: &Table,
     columns: &[&Column],
-    body: &[u8],
-    meta: &BatchMetadata,
+    selection: &Selection<'_>,
+    expected: u64,
     index: usize,
 ) -> Result<u64, WarehouseError> {
     // One staging table per batch of the group: each is `LIKE` its own target.
@@ -643,8 +700,10 @@ async fn load_staged(
         Quoted(&staging),
         column_list(columns.iter().map(|c| c.name.as_str()))
     );
-    let copied = copy_in(conn, &copy, body).await.map_err(warehouse_error)?;
-    check_count(copied, meta)?;
+    let copied = copy_in(conn, &copy, &selection.body)
+        .await
+        .map_err(|e| copy_error(e, selection))?;
+    check_count(copied, expected)?;
     Ok(conn
         .execute(insert_sql(target, &staging, table, columns).as_str())
         .await

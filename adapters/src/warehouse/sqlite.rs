@@ -31,18 +31,22 @@ use sqlx::sqlite::{
 use sqlx::{Connection, Executor, Row, Sqlite};
 
 use super::{
-    EmbeddedMigration, Existing, SchemaDifference, column_list, diff_schema, embed_migration, migrator,
-    resolve_columns, unique_index, warehouse_error,
+    EmbeddedMigration, Existing, SchemaDifference, body_of, column_list, diff_schema, embed_migration,
+    migrator, resolve_columns, unique_index, warehouse_error,
 };
 
 /// `adapters/migrations/sqlite/`, in order.
-pub(super) const MIGRATIONS: &[EmbeddedMigration] =
-    &[embed_migration!("sqlite", 20260101000001, "load_manifest")];
+pub(super) const MIGRATIONS: &[EmbeddedMigration] = &[
+    embed_migration!("sqlite", 20260101000001, "load_manifest"),
+    embed_migration!("sqlite", 20261202000001, "manifest_refused"),
+];
 
 /// `SQLITE_ERROR`: the statement is wrong (a column the table does not have).
 const SQLITE_ERROR: i32 = 1;
 /// `SQLITE_MISMATCH`: a value that does not fit its column (or CSV that does not parse).
 const SQLITE_MISMATCH: i32 = 20;
+/// `SQLITE_CONSTRAINT_NOTNULL`.
+const SQLITE_CONSTRAINT_NOTNULL: i32 = 1299;
 /// Bound parameters per statement (`SQLITE_MAX_VARIABLE_NUMBER` is 32766 since 3.32).
 const MAX_VARIABLES: usize = 32_766;
 /// How often [`Warehouse::migrate`] runs the migrations when they fail (see there).
@@ -53,8 +57,8 @@ const MAX_ROWS_PER_STATEMENT: usize = 500;
 const MANIFEST_EXISTS_SQL: &str =
     "SELECT EXISTS (SELECT 1 FROM \"microbatch_manifest\" WHERE \"key\" = ?1 AND sha256 = ?2)";
 const MANIFEST_INSERT_SQL: &str = "INSERT INTO \"microbatch_manifest\" (\"key\", sha256, table_name, \"rows\", \
-     inserted, shard, first_position, last_position, catalog_version, min_received_at, max_received_at) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
+     inserted, shard, first_position, last_position, catalog_version, min_received_at, max_received_at, refused) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)";
 
 /// How to open the file.
 #[derive(Clone, Debug)]
@@ -308,9 +312,16 @@ type Order = (String, usize, String, i64);
 
 /// Parses and converts the batch, in the batch's column order; for upsert tables only the latest
 /// row of each key is kept.
-fn staged_rows(req: &LoadRequest<'_>, columns: &[&Column]) -> Result<Vec<Vec<Value>>, WarehouseError> {
+/// The batch's rows as values of their columns — without the rows the request skips, and only
+/// those in `only` (a probe) — and, for upsert tables, the latest per key. A value that does not
+/// fit its column names its batch row.
+fn staged_rows(
+    req: &LoadRequest<'_>,
+    columns: &[&Column],
+    only: Option<&std::ops::Range<u64>>,
+) -> Result<Vec<Vec<Value>>, WarehouseError> {
     let mismatch = |message: String| WarehouseError::with_sqlite_code(SQLITE_MISMATCH, message);
-    let parsed = parse_rows(req.body).map_err(|e| mismatch(format!("malformed CSV: {e}")))?;
+    let parsed = parse_rows(body_of(req)?).map_err(|e| mismatch(format!("malformed CSV: {e}")))?;
     if parsed.len() as u64 != req.metadata.row_count {
         return Err(mismatch(format!(
             "the CSV has {} rows, the batch metadata says {}",
@@ -320,6 +331,10 @@ fn staged_rows(req: &LoadRequest<'_>, columns: &[&Column]) -> Result<Vec<Vec<Val
     }
     let mut rows = Vec::with_capacity(parsed.len());
     for (i, fields) in parsed.into_iter().enumerate() {
+        let n = i as u64;
+        if req.skip_rows.contains(&n) || only.is_some_and(|o| !o.contains(&n)) {
+            continue;
+        }
         if fields.len() != columns.len() {
             return Err(mismatch(format!(
                 "row {}: {} fields, the batch has {} columns",
@@ -330,6 +345,15 @@ fn staged_rows(req: &LoadRequest<'_>, columns: &[&Column]) -> Result<Vec<Vec<Val
         }
         let mut row = Vec::with_capacity(columns.len());
         for (field, column) in fields.into_iter().zip(columns) {
+            // As PostgreSQL's COPY refuses it, naming the line: SQLite's own NOT NULL check on a
+            // multi-row INSERT cannot say which row.
+            if field.is_none() && !column.nullable {
+                return Err(WarehouseError::with_sqlite_code(
+                    SQLITE_CONSTRAINT_NOTNULL,
+                    format!("row {}: NOT NULL constraint failed: {:?}", i + 1, column.name),
+                )
+                .at_row(n));
+            }
             let shown = field.as_deref().map(|f| excerpt(f, 64));
             row.push(convert(column.ty, field).map_err(|why| {
                 mismatch(format!(
@@ -338,6 +362,7 @@ fn staged_rows(req: &LoadRequest<'_>, columns: &[&Column]) -> Result<Vec<Vec<Val
                     column.name,
                     shown.unwrap_or_default()
                 ))
+                .at_row(n)
             })?);
         }
         rows.push(row);
@@ -542,15 +567,25 @@ impl Warehouse for SqliteWarehouse {
         );
         Ok(outcomes)
     }
+
+    /// The inserts of the rows in `rows`, rolled back.
+    async fn probe(&self, req: LoadRequest<'_>, rows: std::ops::Range<u64>) -> Result<(), WarehouseError> {
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(warehouse_error)?;
+        let result = insert_rows(&mut tx, &req, Some(&rows)).await;
+        tx.rollback().await.map_err(warehouse_error)?;
+        result.map(|_| ())
+    }
 }
 
 /// One batch inside the load transaction: manifest check, rows, manifest row.
 async fn load_in(conn: &mut SqliteConnection, req: &LoadRequest<'_>) -> Result<LoadOutcome, WarehouseError> {
-    let columns = resolve_columns(req.table, &req.metadata.columns)
-        .map_err(|m| WarehouseError::with_sqlite_code(SQLITE_ERROR, m))?;
     let meta = req.metadata;
     let loaded: bool = sqlx::query_scalar(MANIFEST_EXISTS_SQL)
-        .bind(req.key)
+        .bind(req.key())
         .bind(&meta.sha256)
         .fetch_one(&mut *conn)
         .await
@@ -558,8 +593,44 @@ async fn load_in(conn: &mut SqliteConnection, req: &LoadRequest<'_>) -> Result<L
     if loaded {
         return Ok(LoadOutcome::AlreadyLoaded);
     }
+    let inserted = insert_rows(conn, req, None).await?;
+    let position = |p: &microbatch_core::position::Position| format!("{}:{}", p.seq, p.sub);
+    sqlx::query(MANIFEST_INSERT_SQL)
+        .bind(req.key())
+        .bind(&meta.sha256)
+        .bind(&req.table.name)
+        .bind(i64::try_from(meta.row_count).unwrap_or(i64::MAX))
+        .bind(i64::try_from(inserted).unwrap_or(i64::MAX))
+        .bind(meta.shard.as_str())
+        .bind(position(&meta.first))
+        .bind(position(&meta.last))
+        .bind(&meta.catalog_version)
+        .bind(meta.min_received_at.to_string())
+        .bind(meta.max_received_at.to_string())
+        .bind(i64::try_from(req.skip_rows.len()).unwrap_or(i64::MAX))
+        .execute(&mut *conn)
+        .await
+        .map_err(warehouse_error)?;
+    tracing::debug!(
+        key = req.key(),
+        table = %req.table.name,
+        rows = meta.row_count,
+        refused = req.skip_rows.len(),
+        inserted,
+        "loaded batch into SQLite"
+    );
+    Ok(LoadOutcome::Loaded { inserted })
+}
 
-    let rows = staged_rows(req, &columns)?;
+/// The batch's rows into its table (no manifest); how many were written.
+async fn insert_rows(
+    conn: &mut SqliteConnection,
+    req: &LoadRequest<'_>,
+    only: Option<&std::ops::Range<u64>>,
+) -> Result<u64, WarehouseError> {
+    let columns = resolve_columns(req.table, req.columns)
+        .map_err(|m| WarehouseError::with_sqlite_code(SQLITE_ERROR, m))?;
+    let rows = staged_rows(req, &columns, only)?;
     let per_statement = (MAX_VARIABLES / columns.len().max(1)).clamp(1, MAX_ROWS_PER_STATEMENT);
     let full_sql = insert_sql(req.table, &columns, per_statement);
     let mut inserted = 0u64;
@@ -583,31 +654,7 @@ async fn load_in(conn: &mut SqliteConnection, req: &LoadRequest<'_>) -> Result<L
             .map_err(warehouse_error)?
             .rows_affected();
     }
-
-    let position = |p: &microbatch_core::position::Position| format!("{}:{}", p.seq, p.sub);
-    sqlx::query(MANIFEST_INSERT_SQL)
-        .bind(req.key)
-        .bind(&meta.sha256)
-        .bind(&req.table.name)
-        .bind(i64::try_from(meta.row_count).unwrap_or(i64::MAX))
-        .bind(i64::try_from(inserted).unwrap_or(i64::MAX))
-        .bind(meta.shard.as_str())
-        .bind(position(&meta.first))
-        .bind(position(&meta.last))
-        .bind(&meta.catalog_version)
-        .bind(meta.min_received_at.to_string())
-        .bind(meta.max_received_at.to_string())
-        .execute(&mut *conn)
-        .await
-        .map_err(warehouse_error)?;
-    tracing::debug!(
-        key = req.key,
-        table = %req.table.name,
-        rows = meta.row_count,
-        inserted,
-        "loaded batch into SQLite"
-    );
-    Ok(LoadOutcome::Loaded { inserted })
+    Ok(inserted)
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use microbatch_core::batch::BatchMetadata;
 use microbatch_core::catalog::{Catalog, Source, Table};
 use microbatch_core::csv::RowWriter;
 use microbatch_core::import::{ErrorClass, WarehouseError, classify};
-use microbatch_core::ports::{LoadOutcome, LoadRequest, Warehouse};
+use microbatch_core::ports::{LoadOutcome, LoadRequest, ObjectLocation, Warehouse};
 use microbatch_core::position::{Position, SequenceNumber, ShardId};
 use microbatch_core::time::Timestamp;
 
@@ -127,11 +127,14 @@ pub fn row(event: &str, index: u32, received_at: &str, seq: &str, sub: u32, data
     .collect()
 }
 
-/// A batch as the importer hands it over: key, metadata and the CSV body.
+/// A batch as the importer hands it over: where it is, its metadata, its columns (from its
+/// schema object) and the CSV body.
 #[derive(Debug, Clone)]
 pub struct Batch {
     pub key: String,
+    pub location: ObjectLocation,
     pub metadata: BatchMetadata,
+    pub columns: Vec<String>,
     pub body: Vec<u8>,
 }
 
@@ -163,9 +166,13 @@ impl Batch {
         });
         Batch {
             key: key.to_owned(),
+            location: ObjectLocation::new("test-bucket", key),
+            columns: columns.to_vec(),
             metadata: BatchMetadata {
                 table: table.name.clone(),
-                columns: columns.to_vec(),
+                columns_sha256: microbatch_core::batch::columns_digest(columns),
+                column_count: columns.len() as u32,
+                csv_bytes: body.len() as u64,
                 row_count: rows.len() as u64,
                 shard: ShardId::new("shardId-000000000000"),
                 first: Position::new(SequenceNumber::from_u128(1), 0),
@@ -181,11 +188,18 @@ impl Batch {
     }
 
     pub fn request<'a>(&'a self, table: &'a Table) -> LoadRequest<'a> {
+        self.skipping(table, &[])
+    }
+
+    /// The request that leaves the rows `skip` out.
+    pub fn skipping<'a>(&'a self, table: &'a Table, skip: &'a [u64]) -> LoadRequest<'a> {
         LoadRequest {
-            key: &self.key,
+            location: &self.location,
             metadata: &self.metadata,
             table,
-            body: &self.body,
+            columns: &self.columns,
+            body: Some(&self.body),
+            skip_rows: skip,
         }
     }
 }
@@ -203,6 +217,8 @@ pub trait Probe: Warehouse {
     /// Makes inserting a row whose `column` is `value` into `table` fail (a trigger).
     fn fail_on(&self, table: &str, column: &str, value: &str) -> impl Future<Output = ()>;
     fn diff(&self, catalog: &Catalog) -> impl Future<Output = Vec<String>>;
+    /// The manifest's count of refused rows of `key`.
+    fn refused(&self, key: &str) -> impl Future<Output = i64>;
 }
 
 fn some<'a>(values: &[&'a str]) -> Vec<Option<&'a str>> {
@@ -490,6 +506,7 @@ pub async fn upsert_latest_wins(w: &impl Probe) {
     // is skipped.
     let replay = Batch {
         key: "p1-replayed".into(),
+        location: ObjectLocation::new("test-bucket", "p1-replayed"),
         ..first.clone()
     };
     assert_eq!(
@@ -579,11 +596,15 @@ pub async fn hostile_strings_round_trip(w: &impl Probe) {
     assert_eq!(stored[rows.len() - 2][6], None);
 }
 
-pub async fn bad_values_are_permanent_and_commit_nothing(w: &impl Probe) {
+/// A value the warehouse cannot take is a row's error: it names the row (PostgreSQL's COPY line,
+/// SQLite's conversion), the load commits nothing, and the batch loads without that row, its
+/// manifest row counting it as refused; a probe names it too, and commits nothing either.
+pub async fn bad_values_name_their_row_and_commit_nothing(w: &impl Probe) {
     let c = catalog(CATALOG_V1);
     w.migrate(&c).await.unwrap();
     let facts = table(&c, "facts");
     let good = fact("e1", 0, Some("fine"));
+    let after = fact("e3", 0, Some("after"));
     let mut text_in_bigint = fact("e2", 0, Some("x"));
     text_in_bigint[7] = Some("abc".into());
     let mut bad_json = fact("e2", 0, Some("x"));
@@ -601,18 +622,38 @@ pub async fn bad_values_are_permanent_and_commit_nothing(w: &impl Probe) {
         ("NULL event id", null_event),
         ("empty string in a bigint column", empty_bigint),
     ] {
-        let b = Batch::new(name, facts, &[good.clone(), bad]);
-        assert_permanent(w.load(b.request(facts)).await, name);
+        let b = Batch::new(name, facts, &[good.clone(), bad, after.clone()]);
+        let e = w.load(b.request(facts)).await.expect_err(name);
+        assert_eq!(classify(&e), ErrorClass::Row, "{name}: {e}");
+        assert_eq!(e.row, Some(1), "{name}: {e}");
         assert!(!w.is_loaded(&b.key, &b.metadata.sha256).await.unwrap(), "{name}");
+        assert_eq!(w.rows(facts).await, Vec::<Row>::new(), "{name}");
+        let probed = w.probe(b.request(facts), 1..3).await.expect_err(name);
+        assert_eq!(probed.row, Some(1), "{name}: {probed}");
+        w.probe(b.request(facts), 0..1).await.expect(name);
+        w.probe(b.skipping(facts, &[1]), 0..3).await.expect(name);
+        assert_eq!(
+            w.rows(facts).await,
+            Vec::<Row>::new(),
+            "a probe commits nothing: {name}"
+        );
     }
-    assert_eq!(w.rows(facts).await, Vec::<Row>::new());
     assert_eq!(w.manifest().await, Vec::<ManifestRow>::new());
-    // The warehouse is fine afterwards.
-    let b = Batch::new("ok", facts, std::slice::from_ref(&good));
+    // Without the refused row the batch loads, once.
+    let mut bad = fact("e2", 0, Some("x"));
+    bad[7] = Some("abc".into());
+    let b = Batch::new("refused", facts, &[good.clone(), bad, after.clone()]);
     assert_eq!(
-        w.load(b.request(facts)).await.unwrap(),
-        LoadOutcome::Loaded { inserted: 1 }
+        w.load(b.skipping(facts, &[1])).await.unwrap(),
+        LoadOutcome::Loaded { inserted: 2 }
     );
+    assert_eq!(w.rows(facts).await, vec![good.clone(), after.clone()]);
+    assert_eq!(
+        w.load(b.skipping(facts, &[1])).await.unwrap(),
+        LoadOutcome::AlreadyLoaded
+    );
+    assert_eq!(w.refused(&b.key).await, 1, "the manifest counts the refused row");
+    assert!(w.is_loaded(&b.key, &b.metadata.sha256).await.unwrap());
 }
 
 pub async fn failure_mid_load_commits_nothing(w: &impl Probe) {
@@ -702,7 +743,8 @@ pub async fn a_failed_group_commits_nothing(w: &impl Probe) {
         .load_all(&[good.request(facts), p.request(profiles), bad.request(facts)])
         .await
         .expect_err("the last batch of the group is bad");
-    assert_eq!(classify(&e), ErrorClass::Permanent, "{e}");
+    assert_eq!(classify(&e), ErrorClass::Row, "{e}");
+    assert_eq!(e.row, Some(0), "the row of the batch that has it: {e}");
     for b in [&good, &p, &bad] {
         assert!(
             !w.is_loaded(&b.key, &b.metadata.sha256).await.unwrap(),
@@ -857,7 +899,7 @@ macro_rules! behaviour_tests {
             batch_columns_in_another_order,
             upsert_latest_wins,
             hostile_strings_round_trip,
-            bad_values_are_permanent_and_commit_nothing,
+            bad_values_name_their_row_and_commit_nothing,
             failure_mid_load_commits_nothing,
             unknown_columns_are_permanent,
             a_group_loads_in_one_transaction,

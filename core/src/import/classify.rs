@@ -11,6 +11,7 @@
 //! The rules, first match wins:
 //!
 //! 1. Transport failures (connection, timeout, I/O, protocol) are transient: nothing was judged.
+//!    An error naming the row it refused ([`WarehouseError::row`]) is that row's.
 //! 2. Redshift reports most errors as `XX000` and says what happened only in the text, so a few
 //!    messages are recognised first: a serializable isolation violation (error 1023) and S3
 //!    throttling during COPY are transient; a load error pointing to `stl_load_errors` is a row's
@@ -151,6 +152,10 @@ pub fn classify(error: &WarehouseError) -> ErrorClass {
         | WarehouseErrorKind::Io
         | WarehouseErrorKind::Protocol => return Transient,
         WarehouseErrorKind::Database | WarehouseErrorKind::Other => {}
+    }
+    // The warehouse named the row it refused: the row's fault, whatever the code.
+    if error.row.is_some() {
+        return ErrorClass::Row;
     }
     if let Some(class) = classify_message(&error.message) {
         return class;

@@ -1,11 +1,11 @@
 //! A lease table with conditional writes, as DynamoDB gives the KCL; leases can be stolen behind
 //! their holder's back. Every checkpoint written is logged for the checkpoint-safety check.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use microbatch_core::kpl;
-use microbatch_core::ports::{Checkpoint, Lease, LeaseError, LeaseStore, PortError};
+use microbatch_core::ports::{Checkpoint, Lease, LeaseStore, PortError};
 use microbatch_core::position::{Position, ShardId};
 
 use super::{MemStream, lock};
@@ -17,6 +17,7 @@ pub struct MemLeases {
     ctx: Arc<Ctx>,
     stream: Arc<MemStream>,
     leases: Mutex<BTreeMap<ShardId, Lease>>,
+    deleted: Mutex<BTreeSet<ShardId>>,
 }
 
 impl MemLeases {
@@ -25,11 +26,17 @@ impl MemLeases {
             ctx,
             stream,
             leases: Mutex::new(BTreeMap::new()),
+            deleted: Mutex::new(BTreeSet::new()),
         }
     }
 
     pub fn snapshot(&self) -> Vec<Lease> {
         lock(&self.leases).values().cloned().collect()
+    }
+
+    /// Shards whose (finished) lease was deleted.
+    pub fn deleted(&self) -> BTreeSet<ShardId> {
+        lock(&self.deleted).clone()
     }
 
     /// Another worker takes the `pick`-th held lease (a steal), if any is held.
@@ -66,50 +73,69 @@ impl MemLeases {
     }
 
     /// Applies `change` if the stored lease still has the counter and owner the caller saw.
-    fn conditional(&self, seen: &Lease, change: impl FnOnce(&mut Lease)) -> Result<Lease, LeaseError> {
+    fn conditional(&self, seen: &Lease, change: impl FnOnce(&mut Lease)) -> Result<Lease, PortError> {
         let mut leases = lock(&self.leases);
+        let conflict = || PortError::conflict("leases", format!("the lease of {} changed", seen.shard));
         let Some(current) = leases.get_mut(&seen.shard) else {
-            return Err(LeaseError::Conflict(seen.shard.clone()));
+            return Err(conflict());
         };
         if current.counter != seen.counter || current.owner != seen.owner {
-            return Err(LeaseError::Conflict(seen.shard.clone()));
+            return Err(conflict());
         }
         change(current);
         Ok(current.clone())
+    }
+
+    /// What every call of the lease table meets.
+    async fn call(&self) -> Result<(), PortError> {
+        self.ctx.latency(0, 10).await;
+        if self.ctx.throttled() {
+            return Err(PortError::throttled(
+                "leases",
+                "ProvisionedThroughputExceededException (burst)",
+            ));
+        }
+        if self.ctx.chance(Fault::LeaseTableUnavailable) {
+            return Err(PortError::unavailable("leases", "500 InternalServerError"));
+        }
+        Ok(())
     }
 }
 
 impl LeaseStore for MemLeases {
     async fn list(&self) -> Result<Vec<Lease>, PortError> {
-        self.ctx.latency(0, 10).await;
+        self.call().await?;
         Ok(self.snapshot())
     }
 
-    async fn create(&self, lease: &Lease) -> Result<(), LeaseError> {
-        self.ctx.latency(0, 10).await;
+    async fn create(&self, lease: &Lease) -> Result<(), PortError> {
+        self.call().await?;
         let mut leases = lock(&self.leases);
         if leases.contains_key(&lease.shard) {
-            return Err(LeaseError::Conflict(lease.shard.clone()));
+            return Err(PortError::conflict(
+                "leases",
+                format!("a lease of {} exists", lease.shard),
+            ));
         }
         leases.insert(lease.shard.clone(), lease.clone());
         Ok(())
     }
 
-    async fn take(&self, lease: &Lease, owner: &str) -> Result<Lease, LeaseError> {
-        self.ctx.latency(0, 10).await;
+    async fn take(&self, lease: &Lease, owner: &str) -> Result<Lease, PortError> {
+        self.call().await?;
         self.conditional(lease, |l| {
             l.owner = Some(owner.to_owned());
             l.counter += 1;
         })
     }
 
-    async fn renew(&self, lease: &Lease) -> Result<Lease, LeaseError> {
-        self.ctx.latency(0, 10).await;
+    async fn renew(&self, lease: &Lease) -> Result<Lease, PortError> {
+        self.call().await?;
         self.conditional(lease, |l| l.counter += 1)
     }
 
-    async fn checkpoint(&self, lease: &Lease, checkpoint: &Checkpoint) -> Result<Lease, LeaseError> {
-        self.ctx.latency(0, 10).await;
+    async fn checkpoint(&self, lease: &Lease, checkpoint: &Checkpoint) -> Result<Lease, PortError> {
+        self.call().await?;
         let mut checkpoint = checkpoint.clone();
         if self.ctx.sabotage == Sabotage::CheckpointBeforeFlush
             && let Checkpoint::At(p) = &checkpoint
@@ -127,12 +153,26 @@ impl LeaseStore for MemLeases {
         Ok(updated)
     }
 
-    async fn release(&self, lease: &Lease) -> Result<(), LeaseError> {
-        self.ctx.latency(0, 10).await;
+    async fn release(&self, lease: &Lease) -> Result<(), PortError> {
+        self.call().await?;
         self.conditional(lease, |l| {
             l.owner = None;
             l.counter += 1;
         })
         .map(|_| ())
+    }
+
+    async fn delete(&self, lease: &Lease) -> Result<(), PortError> {
+        self.call().await?;
+        self.conditional(lease, |_| {})?;
+        if lease.checkpoint != Checkpoint::ShardEnd {
+            self.ctx
+                .violation(format!("leases: {} deleted before it ended", lease.shard));
+        }
+        lock(&self.leases).remove(&lease.shard);
+        lock(&self.deleted).insert(lease.shard.clone());
+        self.ctx
+            .trace_here(format_args!("deleted the lease of {}", lease.shard));
+        Ok(())
     }
 }

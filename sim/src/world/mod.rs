@@ -14,9 +14,9 @@ mod warehouse;
 
 pub use leases::MemLeases;
 pub use queue::{DeadLetter, MemQueue, REDRIVE_REASON};
-pub use store::{DurableRow, LoadObject, MemStore};
+pub use store::{BUCKET, DurableRow, LoadObject, MemStore};
 pub use stream::{MemStream, Shard};
-pub use warehouse::{MemWarehouse, Order, Row, TableData, order_of};
+pub use warehouse::{MemWarehouse, Order, Row, TableData, order_of, refuses};
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -36,18 +36,58 @@ pub struct World {
     pub ctx: Arc<Ctx>,
     pub stream: Arc<MemStream>,
     pub queue: Arc<MemQueue>,
-    pub store: MemStore,
+    pub store: Arc<MemStore>,
     pub warehouse: MemWarehouse,
     pub leases: MemLeases,
 }
 
+/// How a world is set up.
+#[derive(Debug, Clone, Copy)]
+pub struct WorldOptions {
+    pub shards: u32,
+    /// The queue's visibility timeout.
+    pub visibility: Duration,
+    /// The queue's redrive policy.
+    pub max_receives: u32,
+    /// The warehouse reads batches from the store itself (as Redshift's COPY does).
+    pub warehouse_reads_store: bool,
+    /// The warehouse names the row it refuses.
+    pub names_rows: bool,
+}
+
 impl World {
     pub fn new(ctx: Arc<Ctx>, shards: u32, visibility: Duration, max_receives: u32) -> Self {
-        let stream = Arc::new(MemStream::new(ctx.clone(), shards));
-        let queue = Arc::new(MemQueue::new(ctx.clone(), visibility, max_receives));
+        Self::with(
+            ctx,
+            WorldOptions {
+                shards,
+                visibility,
+                max_receives,
+                warehouse_reads_store: false,
+                names_rows: true,
+            },
+        )
+    }
+
+    pub fn with(ctx: Arc<Ctx>, options: WorldOptions) -> Self {
+        let stream = Arc::new(MemStream::new(ctx.clone(), options.shards));
+        let queue = Arc::new(MemQueue::new(
+            ctx.clone(),
+            options.visibility,
+            options.max_receives,
+        ));
+        let store = Arc::new(MemStore::new(
+            ctx.clone(),
+            queue.clone(),
+            !options.warehouse_reads_store,
+        ));
         World {
-            store: MemStore::new(ctx.clone(), queue.clone()),
-            warehouse: MemWarehouse::new(ctx.clone()),
+            warehouse: MemWarehouse::new(
+                ctx.clone(),
+                options.warehouse_reads_store.then(|| store.clone()),
+                options.names_rows,
+            ),
+            store,
             leases: MemLeases::new(ctx.clone(), stream.clone()),
             stream,
             queue,

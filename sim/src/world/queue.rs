@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use microbatch_core::ports::{Clock, Message, PortError, Queue};
+use microbatch_core::ports::{Clock, DeadLetterNote, Message, PortError, Queue};
 use microbatch_core::time::Timestamp;
 
 use super::lock;
@@ -24,6 +24,7 @@ struct Entry {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeadLetter {
     pub body: String,
+    pub code: String,
     pub reason: String,
 }
 
@@ -97,7 +98,7 @@ impl MemQueue {
 
     fn stale(m: &Message) -> PortError {
         // SQS: ReceiptHandleIsInvalid / MessageNotInflight, a client error.
-        PortError::permanent(
+        PortError::conflict(
             "queue",
             format!("receipt {} of {} is no longer valid", m.receipt, m.id),
         )
@@ -105,8 +106,15 @@ impl MemQueue {
 }
 
 impl Queue for MemQueue {
+    fn visibility_timeout(&self) -> Duration {
+        self.visibility
+    }
+
     async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<Message>, PortError> {
         self.ctx.latency(0, 10).await;
+        if self.ctx.throttled() {
+            return Err(PortError::throttled("queue", "ThrottlingException (burst)"));
+        }
         let deadline = self.ctx.clock.now().saturating_add(wait);
         loop {
             let now = self.ctx.clock.now();
@@ -153,6 +161,7 @@ impl Queue for MemQueue {
                     let e = s.entries.remove(i);
                     s.dead.push(DeadLetter {
                         body: e.body,
+                        code: "redrive".into(),
                         reason: REDRIVE_REASON.into(),
                     });
                 }
@@ -177,6 +186,9 @@ impl Queue for MemQueue {
 
     async fn ack(&self, message: &Message) -> Result<(), PortError> {
         self.ctx.latency(0, 10).await;
+        if self.ctx.throttled() {
+            return Err(PortError::throttled("queue", "ThrottlingException (burst)"));
+        }
         if self.ctx.chance(Fault::QueueLostAck) {
             // The delete never reached the queue; the client heard nothing wrong.
             return Ok(());
@@ -189,8 +201,11 @@ impl Queue for MemQueue {
         Ok(())
     }
 
-    async fn retry_after(&self, message: &Message, delay: Duration) -> Result<(), PortError> {
+    async fn set_visibility(&self, message: &Message, delay: Duration) -> Result<(), PortError> {
         self.ctx.latency(0, 10).await;
+        if self.ctx.throttled() {
+            return Err(PortError::throttled("queue", "ThrottlingException (burst)"));
+        }
         let now = self.ctx.clock.now();
         let mut s = lock(&self.state);
         match Self::find(&mut s, message) {
@@ -202,8 +217,11 @@ impl Queue for MemQueue {
         }
     }
 
-    async fn dead_letter(&self, message: &Message, reason: &str) -> Result<(), PortError> {
+    async fn dead_letter(&self, message: &Message, note: DeadLetterNote<'_>) -> Result<(), PortError> {
         self.ctx.latency(0, 10).await;
+        if self.ctx.throttled() {
+            return Err(PortError::throttled("queue", "ThrottlingException (burst)"));
+        }
         let mut s = lock(&self.state);
         if Self::find(&mut s, message).is_none() {
             return Err(Self::stale(message));
@@ -211,7 +229,8 @@ impl Queue for MemQueue {
         s.entries.retain(|e| e.id != message.id);
         s.dead.push(DeadLetter {
             body: message.body.clone(),
-            reason: reason.to_owned(),
+            code: note.code.to_owned(),
+            reason: note.reason.to_owned(),
         });
         Ok(())
     }

@@ -1,16 +1,21 @@
 //! An object store whose batch puts notify the queue, as S3 → SQS does; with failed, slow and
-//! reply-lost puts, failed gets, and poison (objects whose bytes do not match their metadata).
+//! reply-lost puts, failed gets, windows of access denied, throttle bursts, and poison (objects
+//! whose bytes do not match their metadata).
 //!
 //! It keeps, for the checks, an index of what is durable: every row of every load object by the
-//! stream position it came from, and every `rejected/` record by its position.
+//! stream position it came from, every `rejected/` record by its position, and every row the
+//! importer kept in `rejected/rows/` because the warehouse refused it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
-use microbatch_core::batch::BatchMetadata;
+use microbatch_core::batch::{BatchMetadata, BatchSchema};
 use microbatch_core::csv::parse_rows;
-use microbatch_core::import::object_created_message;
-use microbatch_core::ports::{Bytes, Clock, ObjectStore, PortError, StoredObject};
+use microbatch_core::import::{RefusedRows, object_created_message};
+use microbatch_core::keys;
+use microbatch_core::ports::{
+    Bytes, Clock, ObjectLocation, ObjectReader, ObjectWriter, PortError, StoredObject,
+};
 use microbatch_core::position::{Position, SequenceNumber, ShardId};
 
 use super::{MemQueue, lock};
@@ -45,9 +50,14 @@ struct State {
     poison: BTreeMap<String, &'static str>,
     rows_at: BTreeMap<(ShardId, Position), BTreeSet<DurableRow>>,
     rejected_at: BTreeMap<(ShardId, Position), String>,
+    /// Rows kept in `rejected/rows/`: (batch key, row) → reason.
+    refused: BTreeMap<(String, u64), String>,
     sequencer: u64,
     conflicts: Vec<String>,
 }
+
+/// The bucket every simulated object lives in.
+pub const BUCKET: &str = "sim-bucket";
 
 /// An in-memory bucket.
 #[derive(Debug)]
@@ -55,6 +65,10 @@ pub struct MemStore {
     ctx: Arc<Ctx>,
     queue: Arc<MemQueue>,
     state: Mutex<State>,
+    /// Whether poison may be a corrupt body. Not when the warehouse reads the objects itself:
+    /// S3 checks the bytes it stores against the writer's checksum, so only lying metadata is
+    /// left for it to find (by its row count).
+    corrupt_bodies: bool,
 }
 
 fn col(columns: &[String], name: &str) -> Option<usize> {
@@ -62,11 +76,12 @@ fn col(columns: &[String], name: &str) -> Option<usize> {
 }
 
 impl MemStore {
-    pub fn new(ctx: Arc<Ctx>, queue: Arc<MemQueue>) -> Self {
+    pub fn new(ctx: Arc<Ctx>, queue: Arc<MemQueue>, corrupt_bodies: bool) -> Self {
         MemStore {
             ctx,
             queue,
             state: Mutex::new(State::default()),
+            corrupt_bodies,
         }
     }
 
@@ -109,6 +124,11 @@ impl MemStore {
         lock(&self.state).rejected_at.clone()
     }
 
+    /// The rows the importer kept in `rejected/rows/`: (batch key, row in the batch) → reason.
+    pub fn refused(&self) -> BTreeMap<(String, u64), String> {
+        lock(&self.state).refused.clone()
+    }
+
     /// Keys written twice with different content (deterministic keys broken).
     pub fn conflicts(&self) -> Vec<String> {
         lock(&self.state).conflicts.clone()
@@ -120,8 +140,19 @@ impl MemStore {
         body: &[u8],
         metadata: &BatchMetadata,
     ) -> Result<LoadObject, String> {
-        let rows = parse_rows(body).map_err(|e| format!("object {key} is not CSV: {e}"))?;
-        let cols = &metadata.columns;
+        let schema_key = keys::schema_key(&metadata.table, &metadata.columns_sha256);
+        let schema = s
+            .objects
+            .get(&schema_key)
+            .ok_or_else(|| format!("object {key} was written before its schema object {schema_key}"))?;
+        let schema =
+            BatchSchema::from_json(&schema.body, metadata).map_err(|e| format!("object {key}: {e}"))?;
+        let csv = metadata
+            .compression
+            .decompress(body, metadata.csv_bytes)
+            .map_err(|e| format!("object {key}: {e}"))?;
+        let rows = parse_rows(&csv).map_err(|e| format!("object {key} is not CSV: {e}"))?;
+        let cols = &schema.columns;
         let (Some(ri), Some(sh), Some(sq), Some(sub)) = (
             col(cols, "_row_index"),
             col(cols, "_shard"),
@@ -157,15 +188,42 @@ impl MemStore {
     }
 }
 
-impl ObjectStore for MemStore {
+impl MemStore {
+    /// The faults every write meets; `Ok(true)` when the write must be dropped silently (the
+    /// sabotage of a consumer that ignores a refused write).
+    fn write_faults(&self) -> Result<bool, PortError> {
+        if self.ctx.in_window(Fault::StoreDenied) {
+            if self.ctx.sabotage == Sabotage::IgnoreWriteError {
+                return Ok(true);
+            }
+            return Err(PortError::denied(
+                "store",
+                "AccessDenied: the KMS key is disabled (kms:GenerateDataKey)",
+            ));
+        }
+        if self.ctx.throttled() {
+            return Err(PortError::throttled("store", "503 SlowDown (burst)"));
+        }
+        if self.ctx.chance(Fault::StorePutFailed) {
+            return Err(PortError::unavailable("store", "500 InternalError"));
+        }
+        Ok(false)
+    }
+}
+
+impl ObjectWriter for MemStore {
+    fn bucket(&self) -> &str {
+        BUCKET
+    }
+
     async fn put_batch(&self, key: &str, body: Bytes, metadata: &BatchMetadata) -> Result<(), PortError> {
         if self.ctx.chance(Fault::StoreSlowPut) {
             self.ctx.latency(1_000, 15_000).await;
         } else {
             self.ctx.latency(1, 40).await;
         }
-        if self.ctx.chance(Fault::StorePutFailed) {
-            return Err(PortError::transient("store", "503 SlowDown"));
+        if self.write_faults()? {
+            return Ok(());
         }
         let size = body.len() as u64;
         let seq = {
@@ -189,7 +247,7 @@ impl ObjectStore for MemStore {
             // Only a first write can be poison: a key once loaded stays loaded (the importer skips
             // it by its manifest before it reads the bytes again).
             if poison.is_none() && !s.loads.contains_key(key) && self.ctx.chance(Fault::PoisonBatch) {
-                poison = Some(if self.ctx.unit() < 0.5 {
+                poison = Some(if self.ctx.unit() < 0.5 && self.corrupt_bodies {
                     "checksum mismatch"
                 } else {
                     "row count mismatch"
@@ -200,11 +258,19 @@ impl ObjectStore for MemStore {
             let mut pairs = metadata.to_pairs();
             match poison {
                 Some("checksum mismatch") => {
-                    // A flipped byte (or an empty object where the body was lost).
-                    match stored_body.first_mut() {
+                    // A flipped byte of the content (or content where there was none), stored
+                    // the way the batch was: the importer finds the checksum wrong, not the
+                    // compression.
+                    let mut csv = metadata
+                        .compression
+                        .decompress(&body, metadata.csv_bytes)
+                        .unwrap_or_default();
+                    match csv.first_mut() {
                         Some(b) => *b ^= 0x20,
-                        None => stored_body.push(b'x'),
+                        None => csv.push(b'x'),
                     }
+                    pairs.insert("csv-bytes".into(), csv.len().to_string());
+                    stored_body = metadata.compression.compress(csv);
                 }
                 Some(_) => {
                     pairs.insert("rows".into(), (metadata.row_count + 1).to_string());
@@ -224,29 +290,41 @@ impl ObjectStore for MemStore {
             s.sequencer
         };
         self.queue.send(object_created_message(
-            "sim-bucket",
+            BUCKET,
             key,
             size,
             seq,
             self.ctx.clock.now(),
         ));
         if self.ctx.chance(Fault::StorePutLostReply) {
-            return Err(PortError::transient("store", "connection reset"));
+            return Err(PortError::unavailable("store", "connection reset"));
         }
         Ok(())
     }
 
-    async fn put(&self, key: &str, body: Vec<u8>, _content_type: &str) -> Result<(), PortError> {
+    async fn put(&self, key: &str, body: Bytes, _content_type: &str) -> Result<(), PortError> {
         self.ctx.latency(1, 40).await;
-        if self.ctx.chance(Fault::StorePutFailed) {
-            return Err(PortError::transient("store", "503 SlowDown"));
+        if self.write_faults()? {
+            return Ok(());
         }
-        if self.ctx.sabotage == Sabotage::DropRejected {
+        let refused_rows = key.starts_with("rejected/rows/");
+        if (self.ctx.sabotage == Sabotage::DropRejected && key.starts_with("rejected/") && !refused_rows)
+            || (self.ctx.sabotage == Sabotage::DropRefusedRows && refused_rows)
+        {
             return Ok(());
         }
         {
             let mut s = lock(&self.state);
-            if key.starts_with("rejected/") {
+            if refused_rows {
+                match serde_json::from_slice::<RefusedRows>(&body) {
+                    Ok(record) => {
+                        for row in record.rows {
+                            s.refused.insert((record.key.clone(), row.row), row.reason);
+                        }
+                    }
+                    Err(e) => s.conflicts.push(format!("{key}: unreadable refused rows: {e}")),
+                }
+            } else if key.starts_with("rejected/") {
                 let parsed: Option<(ShardId, Position, String)> =
                     serde_json::from_slice::<serde_json::Value>(&body)
                         .ok()
@@ -269,22 +347,46 @@ impl ObjectStore for MemStore {
             s.objects.insert(
                 key.to_owned(),
                 StoredObject {
-                    body,
+                    body: body.to_vec(),
                     metadata: BTreeMap::new(),
                 },
             );
         }
         if self.ctx.chance(Fault::StorePutLostReply) {
-            return Err(PortError::transient("store", "connection reset"));
+            return Err(PortError::unavailable("store", "connection reset"));
         }
         Ok(())
     }
+}
 
-    async fn get(&self, key: &str) -> Result<Option<StoredObject>, PortError> {
-        self.ctx.latency(1, 20).await;
-        if self.ctx.chance(Fault::StoreGetFailed) {
-            return Err(PortError::transient("store", "500 InternalError"));
+impl MemStore {
+    fn read_faults(&self, at: &ObjectLocation) -> Result<(), PortError> {
+        if at.bucket != BUCKET {
+            return Err(PortError::not_found(
+                "store",
+                format!("NoSuchBucket: {}", at.bucket),
+            ));
         }
-        Ok(lock(&self.state).objects.get(key).cloned())
+        if self.ctx.throttled() {
+            return Err(PortError::throttled("store", "503 SlowDown (burst)"));
+        }
+        if self.ctx.chance(Fault::StoreGetFailed) {
+            return Err(PortError::unavailable("store", "500 InternalError"));
+        }
+        Ok(())
+    }
+}
+
+impl ObjectReader for MemStore {
+    async fn head(&self, at: &ObjectLocation) -> Result<Option<BTreeMap<String, String>>, PortError> {
+        self.ctx.latency(1, 10).await;
+        self.read_faults(at)?;
+        Ok(lock(&self.state).objects.get(&at.key).map(|o| o.metadata.clone()))
+    }
+
+    async fn get(&self, at: &ObjectLocation) -> Result<Option<StoredObject>, PortError> {
+        self.ctx.latency(1, 20).await;
+        self.read_faults(at)?;
+        Ok(lock(&self.state).objects.get(&at.key).cloned())
     }
 }

@@ -5,13 +5,16 @@ use std::sync::{Arc, Mutex};
 
 use microbatch_core::kpl::{HashKeyRange, ShardMap, hash_key_of, parse_explicit_hash_key};
 use microbatch_core::ports::{
-    Clock, PortError, PutAck, PutRecord, ReadBatch, ReadFrom, ShardInfo, StreamReader, StreamRecord,
+    Clock, Cursor, PortError, PutAck, PutRecord, ReadBatch, ReadFrom, ShardInfo, StreamReader, StreamRecord,
     StreamWriter,
 };
 use microbatch_core::position::{SequenceNumber, ShardId};
 
 use super::lock;
-use crate::ctx::{Ctx, Fault};
+use crate::ctx::{Ctx, Fault, Sabotage};
+
+/// How long a cursor stays good, as Kinesis's shard iterators do.
+const CURSOR_LIFETIME: std::time::Duration = std::time::Duration::from_secs(300);
 
 #[derive(Debug, Clone)]
 pub struct Shard {
@@ -193,25 +196,32 @@ impl StreamWriter for MemStream {
         records: Vec<PutRecord>,
     ) -> Result<Vec<Result<PutAck, PortError>>, PortError> {
         self.ctx.latency(1, 30).await;
+        if self.ctx.throttled() {
+            return Err(PortError::throttled(
+                "stream",
+                "ProvisionedThroughputExceededException (burst)",
+            ));
+        }
         let now = self.ctx.clock.now();
         let mut out = Vec::with_capacity(records.len());
         {
             let mut s = lock(&self.state);
             for r in records {
                 let hash = match &r.explicit_hash_key {
-                    Some(k) => parse_explicit_hash_key(k)
-                        .map_err(|e| PortError::permanent("stream", e.to_string()))?,
+                    Some(k) => {
+                        parse_explicit_hash_key(k).map_err(|e| PortError::invalid("stream", e.to_string()))?
+                    }
                     None => hash_key_of(&r.partition_key),
                 };
                 if self.ctx.chance(Fault::PutRecordFailed) {
-                    out.push(Err(PortError::transient(
+                    out.push(Err(PortError::throttled(
                         "stream",
                         "ProvisionedThroughputExceededException",
                     )));
                     continue;
                 }
                 let Some(i) = Self::route(&s.shards, hash) else {
-                    out.push(Err(PortError::permanent(
+                    out.push(Err(PortError::invalid(
                         "stream",
                         "no open shard for the hash key",
                     )));
@@ -234,29 +244,101 @@ impl StreamWriter for MemStream {
         if self.ctx.chance(Fault::PutTimeoutStored) {
             // The records are in; the answer is lost on the way back.
             self.ctx.latency(100, 2_000).await;
-            return Err(PortError::transient("stream", "request timed out"));
+            return Err(PortError::unavailable("stream", "request timed out"));
         }
         Ok(out)
     }
 }
 
+/// A cursor: the shard, the index of the next record, and when it was issued.
+fn cursor(shard: &ShardId, index: usize, issued: microbatch_core::time::Timestamp) -> Cursor {
+    Cursor(format!("{shard}|{index}|{}", issued.as_micros()))
+}
+
+fn parse_cursor(c: &Cursor) -> Option<(ShardId, usize, microbatch_core::time::Timestamp)> {
+    let mut parts = c.as_str().split('|');
+    let shard = ShardId::new(parts.next()?);
+    let index = parts.next()?.parse().ok()?;
+    let issued = microbatch_core::time::Timestamp::from_micros(parts.next()?.parse().ok()?);
+    Some((shard, index, issued))
+}
+
 impl StreamReader for MemStream {
     async fn list_shards(&self) -> Result<Vec<ShardInfo>, PortError> {
         self.ctx.latency(0, 10).await;
+        if self.ctx.throttled() {
+            return Err(PortError::throttled("stream", "LimitExceededException (burst)"));
+        }
+        if self.ctx.chance(Fault::ListShardsFailed) {
+            return Err(PortError::unavailable(
+                "stream",
+                "ListShards: 500 InternalFailure",
+            ));
+        }
         Ok(lock(&self.state).shards.iter().map(|s| s.info.clone()).collect())
     }
 
-    async fn read(&self, shard: &ShardId, from: &ReadFrom, limit: usize) -> Result<ReadBatch, PortError> {
+    async fn open(&self, shard: &ShardId, from: &ReadFrom) -> Result<Cursor, PortError> {
         self.ctx.latency(0, 10).await;
-        let mut shards = lock(&self.state);
-        let Some(s) = shards.shards.iter_mut().find(|s| &s.info.id == shard) else {
-            return Err(PortError::permanent("stream", format!("no shard {shard}")));
+        if self.ctx.throttled() {
+            return Err(PortError::throttled(
+                "stream",
+                "GetShardIterator: LimitExceededException",
+            ));
+        }
+        let shards = lock(&self.state);
+        let Some(s) = shards.shards.iter().find(|s| &s.info.id == shard) else {
+            return Err(PortError::not_found("stream", format!("no shard {shard}")));
         };
-        let start = match from {
+        let mut start = match from {
             ReadFrom::Oldest => 0,
             ReadFrom::At(seq) => s.records.partition_point(|r| &r.seq < seq),
             ReadFrom::After(seq) => s.records.partition_point(|r| &r.seq <= seq),
         };
+        if self.ctx.sabotage == Sabotage::ReopenAtLatest && *from != ReadFrom::Oldest {
+            start = s.records.len();
+        }
+        Ok(cursor(shard, start, self.ctx.clock.now()))
+    }
+
+    async fn read(&self, shard: &ShardId, at: &Cursor, limit: usize) -> Result<ReadBatch, PortError> {
+        self.ctx.latency(0, 10).await;
+        let now = self.ctx.clock.now();
+        let Some((cursor_shard, start, issued)) = parse_cursor(at) else {
+            return Err(PortError::invalid("stream", format!("not a cursor: {at:?}")));
+        };
+        if &cursor_shard != shard {
+            return Err(PortError::invalid(
+                "stream",
+                format!("cursor of {cursor_shard} used for {shard}"),
+            ));
+        }
+        if now.saturating_since(issued) >= CURSOR_LIFETIME || self.ctx.chance(Fault::CursorExpired) {
+            return Err(PortError::expired(
+                "stream",
+                "ExpiredIteratorException: Iterator expired",
+            ));
+        }
+        if self.ctx.throttled() {
+            return Err(PortError::throttled(
+                "stream",
+                "ProvisionedThroughputExceededException (burst)",
+            ));
+        }
+        let mut shards = lock(&self.state);
+        let Some(s) = shards.shards.iter_mut().find(|s| &s.info.id == shard) else {
+            return Err(PortError::not_found("stream", format!("no shard {shard}")));
+        };
+        let start = start.min(s.records.len());
+        if start < s.records.len() && self.ctx.chance(Fault::EmptyPage) {
+            // A gap in the shard: nothing this time, a new cursor at the same place.
+            let next = (self.ctx.sabotage != Sabotage::EmptyPageEndsShard).then(|| cursor(shard, start, now));
+            return Ok(ReadBatch {
+                records: Vec::new(),
+                millis_behind_latest: Some(1),
+                next,
+            });
+        }
         let records: Vec<StreamRecord> = s.records[start..].iter().take(limit).cloned().collect();
         let end = start + records.len();
         if let Some(last) = records.last()
@@ -264,9 +346,10 @@ impl StreamReader for MemStream {
         {
             s.last_read = Some(last.seq.clone());
         }
+        let finished = s.info.closed && end == s.records.len();
         Ok(ReadBatch {
             millis_behind_latest: Some(if end == s.records.len() { 0 } else { 1 }),
-            end_of_shard: s.info.closed && end == s.records.len(),
+            next: (!finished).then(|| cursor(shard, end, now)),
             records,
         })
     }

@@ -1,6 +1,10 @@
 //! A transactional warehouse: tables, the load manifest, dedupe and upserts, all-or-nothing; with
 //! transient errors, restarts that roll back the open transaction, commits whose reply is lost,
-//! slow loads, and importer crashes just before or just after a commit.
+//! slow loads, importer crashes just before or just after a commit, and rows it refuses (as
+//! PostgreSQL refuses a value the mapper could not know about), naming the row or not.
+//!
+//! A run draws whether it reads the batches from the store itself (as Redshift's COPY does) or
+//! takes the bytes the importer read.
 //!
 //! Tables are multisets, as a COPY target is: the dedupe on `(_event_id, _row_index)` is part of
 //! the load statement, and a row that gets in twice is there twice for the checks to see.
@@ -11,10 +15,10 @@ use std::sync::{Arc, Mutex};
 use microbatch_core::catalog::{Catalog, Mode};
 use microbatch_core::csv::parse_rows;
 use microbatch_core::import::{WarehouseError, WarehouseErrorKind};
-use microbatch_core::ports::{Clock, LoadOutcome, LoadRequest, Warehouse};
+use microbatch_core::ports::{Clock, LoadOutcome, LoadRequest, ObjectReader, Warehouse};
 use microbatch_core::time::Timestamp;
 
-use super::lock;
+use super::{MemStore, lock};
 use crate::ctx::{Ctx, Fault, Sabotage};
 
 pub type Row = Vec<Option<String>>;
@@ -69,6 +73,24 @@ struct State {
 pub struct MemWarehouse {
     ctx: Arc<Ctx>,
     state: Mutex<State>,
+    /// Where it reads batches from when it does so itself.
+    store: Option<Arc<MemStore>>,
+    /// Whether a refusal names the row.
+    names_rows: bool,
+}
+
+/// Whether the warehouse refuses this row (when the run refuses rows at all): a fixed property
+/// of the row, so every attempt refuses it again, and the checks can tell which rows it is.
+pub fn refuses(table: &str, event_id: &str, row_index: i64) -> bool {
+    let h = table
+        .bytes()
+        .chain([0])
+        .chain(event_id.bytes())
+        .chain(row_index.to_le_bytes())
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+    h % 23 == 0
 }
 
 fn bad(message: String) -> WarehouseError {
@@ -80,11 +102,56 @@ fn bad(message: String) -> WarehouseError {
 const MAX_INJECTED_PER_KEY: u32 = 4;
 
 impl MemWarehouse {
-    pub fn new(ctx: Arc<Ctx>) -> Self {
+    /// A warehouse loading the bytes it is given, or (`store` given) reading them itself.
+    pub fn new(ctx: Arc<Ctx>, store: Option<Arc<MemStore>>, names_rows: bool) -> Self {
         MemWarehouse {
             ctx,
             state: Mutex::new(State::default()),
+            store,
+            names_rows,
         }
+    }
+
+    /// Whether the run refuses rows.
+    pub fn refuses_rows(&self) -> bool {
+        self.ctx.plan.is_on(Fault::RefusedRow)
+    }
+
+    /// A batch's rows as the COPY reads them: from the request, or from the store.
+    async fn body(&self, req: &LoadRequest<'_>) -> Result<Vec<u8>, WarehouseError> {
+        if let Some(body) = req.body {
+            return Ok(body.to_vec());
+        }
+        let Some(store) = &self.store else {
+            return Err(bad(
+                "a load without its bytes for a warehouse that needs them".into()
+            ));
+        };
+        let object = store
+            .get(req.location)
+            .await
+            .map_err(|e| {
+                WarehouseError::new(
+                    WarehouseErrorKind::Io,
+                    format!("COPY could not read {}: {e}", req.location),
+                )
+            })?
+            .ok_or_else(|| bad(format!("COPY: {} does not exist", req.location)))?;
+        let csv = req
+            .metadata
+            .compression
+            .decompress(&object.body, req.metadata.csv_bytes)
+            .map_err(|e| bad(format!("COPY: {e}")))?;
+        // What a warehouse reading the object checks instead of the checksum: the rows its COPY
+        // read against the metadata (Redshift: `pg_last_copy_count()`).
+        let rows = parse_rows(&csv).map_err(|e| bad(format!("COPY: {e}")))?.len() as u64;
+        if rows != req.metadata.row_count {
+            return Err(bad(format!(
+                "row count mismatch: COPY read {rows} rows, the metadata says {}",
+                req.metadata.row_count
+            )));
+        }
+        Ok(csv)
     }
 
     pub fn tables(&self) -> BTreeMap<String, TableData> {
@@ -193,7 +260,7 @@ impl MemWarehouse {
     /// Applies one load of a transaction; the outcome and how many rows were new.
     fn apply(&self, req: &LoadRequest<'_>, staged: Vec<Row>) -> Result<LoadOutcome, WarehouseError> {
         let now = self.ctx.clock.now();
-        let manifest_key = (req.key.to_owned(), req.metadata.sha256.clone());
+        let manifest_key = (req.key().to_owned(), req.metadata.sha256.clone());
         let table_cols: Vec<&str> = req.table.column_names().collect();
         let mut s = lock(&self.state);
         if self.ctx.sabotage != Sabotage::SkipManifestCheck && s.manifest.contains_key(&manifest_key) {
@@ -264,7 +331,29 @@ impl MemWarehouse {
     }
 }
 
+impl MemWarehouse {
+    fn refusing(&self) -> Option<(bool, bool)> {
+        self.refuses_rows()
+            .then_some((self.names_rows, self.ctx.sabotage == Sabotage::RefuseWholeBatch))
+    }
+}
+
 impl Warehouse for MemWarehouse {
+    fn needs_body(&self) -> bool {
+        self.store.is_none()
+    }
+
+    async fn probe(
+        &self,
+        request: LoadRequest<'_>,
+        rows: std::ops::Range<u64>,
+    ) -> Result<(), WarehouseError> {
+        self.ctx.latency(1, 20).await;
+        self.check_up(request.key())?;
+        let body = self.body(&request).await?;
+        stage(&self.ctx, &request, &body, Some(&rows), self.refusing()).map(|_| ())
+    }
+
     async fn migrate(&self, catalog: &Catalog) -> Result<(), WarehouseError> {
         let mut s = lock(&self.state);
         for t in catalog.tables() {
@@ -283,14 +372,15 @@ impl Warehouse for MemWarehouse {
 
     async fn load_all(&self, requests: &[LoadRequest<'_>]) -> Result<Vec<LoadOutcome>, WarehouseError> {
         self.ctx.latency(1, 20).await;
-        let keys: Vec<&str> = requests.iter().map(|r| r.key).collect();
+        let keys: Vec<&str> = requests.iter().map(|r| r.key()).collect();
         for key in &keys {
             self.check_up(key)?;
         }
-        let staged = requests
-            .iter()
-            .map(stage)
-            .collect::<Result<Vec<Vec<Row>>, WarehouseError>>()?;
+        let mut staged = Vec::with_capacity(requests.len());
+        for req in requests {
+            let body = self.body(req).await?;
+            staged.push(stage(&self.ctx, req, &body, None, self.refusing())?);
+        }
         // The transaction runs for a while; a crash or a restart meanwhile rolls it back.
         if self.ctx.chance(Fault::ImporterCrashBeforeCommit) {
             self.ctx.crash_current();
@@ -327,13 +417,19 @@ impl Warehouse for MemWarehouse {
     }
 }
 
-/// A batch's rows in its table's column order, as the COPY would read them.
-fn stage(req: &LoadRequest<'_>) -> Result<Vec<Row>, WarehouseError> {
-    let rows = parse_rows(req.body).map_err(|e| bad(e.to_string()))?;
+/// A batch's rows in its table's column order, as the COPY would read them: without the rows
+/// it skips, within `only` (a probe), and refusing the rows [`refuses`] names when `refusing`.
+fn stage(
+    ctx: &Ctx,
+    req: &LoadRequest<'_>,
+    body: &[u8],
+    only: Option<&std::ops::Range<u64>>,
+    refusing: Option<(bool, bool)>,
+) -> Result<Vec<Row>, WarehouseError> {
+    let rows = parse_rows(body).map_err(|e| bad(e.to_string()))?;
     // Map the batch's columns onto the table's, by name.
     let table_cols: Vec<&str> = req.table.column_names().collect();
     let index: Vec<usize> = req
-        .metadata
         .columns
         .iter()
         .map(|c| {
@@ -344,7 +440,11 @@ fn stage(req: &LoadRequest<'_>) -> Result<Vec<Row>, WarehouseError> {
         })
         .collect::<Result<_, _>>()?;
     let mut staged = Vec::with_capacity(rows.len());
-    for r in rows {
+    for (n, r) in rows.into_iter().enumerate() {
+        let n = n as u64;
+        if req.skip_rows.contains(&n) || only.is_some_and(|o| !o.contains(&n)) {
+            continue;
+        }
         if r.len() != index.len() {
             return Err(bad(format!(
                 "row has {} fields, expected {}",
@@ -355,6 +455,24 @@ fn stage(req: &LoadRequest<'_>) -> Result<Vec<Row>, WarehouseError> {
         let mut row = vec![None; table_cols.len()];
         for (v, &i) in r.into_iter().zip(&index) {
             row[i] = v;
+        }
+        if let Some((names_rows, whole_batch)) = refusing
+            && refuses(
+                &req.table.name,
+                row[EVENT_ID].as_deref().unwrap_or_default(),
+                num(&row[ROW_INDEX]),
+            )
+        {
+            ctx.count(Fault::RefusedRow);
+            if whole_batch {
+                // The sabotage: a refused row reported as if the whole file were bad.
+                return Err(bad("COPY: bad file format".into()));
+            }
+            let e = WarehouseError::with_sqlstate(
+                "22P02",
+                format!("invalid input syntax for the column (row {n} refused by the simulation)"),
+            );
+            return Err(if names_rows { e.at_row(n) } else { e });
         }
         staged.push(row);
     }

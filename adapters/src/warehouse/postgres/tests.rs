@@ -160,6 +160,18 @@ impl Probe for PgWarehouse {
         let d = self.schema_diff(catalog).await.unwrap();
         d.iter().map(ToString::to_string).collect()
     }
+
+    async fn refused(&self, key: &str) -> i64 {
+        let sql = format!(
+            "SELECT refused FROM {} WHERE \"key\" = $1",
+            self.table(MANIFEST_TABLE)
+        );
+        sqlx::query_scalar(&sql)
+            .bind(key)
+            .fetch_one(self.pool())
+            .await
+            .unwrap()
+    }
 }
 
 behaviour_tests!(fixture);
@@ -240,7 +252,8 @@ async fn copy_errors_say_which_line_and_column() {
     let b = Batch::new("bad", facts, &[good, bad]);
     let e = f.w.load(b.request(facts)).await.unwrap_err();
     assert_eq!(e.sqlstate.as_deref(), Some("22P02"), "{e}");
-    assert_eq!(classify(&e), ErrorClass::Permanent);
+    assert_eq!(classify(&e), ErrorClass::Row);
+    assert_eq!(e.row, Some(1), "the batch row of line 2");
     assert!(e.message.contains("12abc"), "{e}");
     // A fresh append batch is copied straight into its table.
     assert!(e.message.contains("CONTEXT: COPY facts, line 2, column n"), "{e}");
@@ -259,7 +272,7 @@ async fn migrations_live_in_the_warehouse_schema() {
     .fetch_all(f.w.pool())
     .await
     .unwrap();
-    assert_eq!(versions, vec![20260101000001]);
+    assert_eq!(versions, vec![20260101000001, 20261202000001]);
     let search_path: String = sqlx::query_scalar("SHOW search_path")
         .fetch_one(f.w.pool())
         .await

@@ -82,6 +82,14 @@ impl Probe for SqliteWarehouse {
         let d = self.schema_diff(catalog).await.unwrap();
         d.iter().map(ToString::to_string).collect()
     }
+
+    async fn refused(&self, key: &str) -> i64 {
+        sqlx::query_scalar("SELECT refused FROM microbatch_manifest WHERE \"key\" = ?1")
+            .bind(key)
+            .fetch_one(self.pool())
+            .await
+            .unwrap()
+    }
 }
 
 behaviour_tests!(fixture);
@@ -108,7 +116,7 @@ async fn the_file_is_wal_and_the_tables_strict() {
         .fetch_all(f.w.pool())
         .await
         .unwrap();
-    assert_eq!(versions, vec![20260101000001]);
+    assert_eq!(versions, vec![20260101000001, 20261202000001]);
     f.finish().await;
 }
 
@@ -209,7 +217,8 @@ async fn bad_values_name_the_row_and_column() {
     let b = Batch::new("bad", facts, &[good, bad]);
     let e = f.w.load(b.request(facts)).await.unwrap_err();
     assert_eq!(e.sqlite_code, Some(20), "{e}");
-    assert_eq!(classify(&e), ErrorClass::Permanent);
+    assert_eq!(classify(&e), ErrorClass::Row);
+    assert_eq!(e.row, Some(1));
     assert_eq!(e.message, "row 2, column \"n\": not a bigint: \"12abc\"");
     f.finish().await;
 }

@@ -340,7 +340,11 @@ where
             match self.leases.create(lease).await {
                 Ok(()) => created = true,
                 Err(e) if e.kind == ErrorKind::Conflict => {}
-                Err(e) => self.failed(e)?,
+                Err(e) => {
+                    // No child before its parents: the rest waits for the next round.
+                    self.failed(e)?;
+                    break;
+                }
             }
         }
         for lease in &plan.delete {

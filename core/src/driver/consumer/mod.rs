@@ -353,6 +353,7 @@ where
             progress.records += self.read_shard(&shard).await?;
         }
         let aged = self.pipeline.batcher.tick(self.clock.now());
+        let aged = self.tagged(aged);
         self.write_all(aged).await?;
         progress.batches_written += self.collect_written()?;
         self.finish_ended_shards();
@@ -425,6 +426,9 @@ where
         let Some(state) = self.shards.get(shard) else {
             return Ok(0);
         };
+        // Lease events are applied while this read waits for room: if the shard is lost, or
+        // lost and taken again, the rest of this read is not this holding's to process.
+        let tenure = state.tenure;
         let cursor = match state.read.action() {
             ReadAction::Read(cursor) => cursor,
             ReadAction::Open(from) => match self.reader.open(shard, &from).await {
@@ -460,13 +464,13 @@ where
             millis_behind_latest: batch.millis_behind_latest,
         });
         for record in &batch.records {
-            self.process_record(shard, record).await?;
-            if !self.shards.contains_key(shard) {
+            self.process_record(shard, tenure, record).await?;
+            if self.tenure_of(shard) != Some(tenure) {
                 return Ok(batch.records.len());
             }
         }
         let now = self.clock.now();
-        let Some(state) = self.shards.get_mut(shard) else {
+        let Some(state) = self.shards.get_mut(shard).filter(|s| s.tenure == tenure) else {
             return Ok(batch.records.len());
         };
         state.read.read(
@@ -485,6 +489,7 @@ where
         );
         if state.read.ended() {
             let batches = self.pipeline.batcher.flush_shard(shard);
+            let batches = self.tagged(batches);
             self.write_all(batches).await?;
         }
         Ok(batch.records.len())
@@ -505,7 +510,12 @@ where
         Ok(())
     }
 
-    async fn process_record(&mut self, shard: &ShardId, record: &StreamRecord) -> Result<(), ConsumerError> {
+    async fn process_record(
+        &mut self,
+        shard: &ShardId,
+        tenure: u64,
+        record: &StreamRecord,
+    ) -> Result<(), ConsumerError> {
         let skip = self.shards.get(shard).and_then(|s| s.skip_through.clone());
         let now = self.clock.now();
         let users = match self.pipeline.deaggregate(
@@ -518,11 +528,11 @@ where
         )? {
             Ok(users) => users,
             Err(None) => return Ok(()),
-            Err(Some(rejected)) => return self.write_rejected(shard, rejected).await,
+            Err(Some(rejected)) => return self.write_rejected(shard, tenure, rejected).await,
         };
         for (sub, user) in users.iter().enumerate() {
             self.wait_for_room(0).await?;
-            if !self.shards.contains_key(shard) {
+            if self.tenure_of(shard) != Some(tenure) {
                 return Ok(());
             }
             let position = Position::new(record.seq.clone(), sub as u32);
@@ -532,8 +542,11 @@ where
                 .user_record(shard, position, &user.data, skip.as_ref(), now)?
             {
                 Processed::Skipped => {}
-                Processed::Rows(flushed) => self.write_all(flushed).await?,
-                Processed::Rejected(rejected) => self.write_rejected(shard, rejected).await?,
+                Processed::Rows(flushed) => {
+                    let flushed = self.tagged(flushed);
+                    self.write_all(flushed).await?;
+                }
+                Processed::Rejected(rejected) => self.write_rejected(shard, tenure, rejected).await?,
             }
         }
         Ok(())
@@ -562,8 +575,20 @@ where
         Ok(())
     }
 
-    async fn write_all(&mut self, batches: Vec<Batch>) -> Result<(), ConsumerError> {
-        for batch in batches {
+    /// Each batch with the holding of its shard it was cut under: lease events may be applied
+    /// while earlier ones wait for room, and a batch of an earlier holding releases nothing.
+    fn tagged(&self, batches: Vec<Batch>) -> Vec<(Batch, u64)> {
+        batches
+            .into_iter()
+            .map(|b| {
+                let tenure = self.tenure_of(&b.shard).unwrap_or(0);
+                (b, tenure)
+            })
+            .collect()
+    }
+
+    async fn write_all(&mut self, batches: Vec<(Batch, u64)>) -> Result<(), ConsumerError> {
+        for (batch, tenure) in batches {
             while self.writes.len() >= self.config.max_inflight_writes.max(1) {
                 self.next_written().await?;
             }
@@ -583,7 +608,6 @@ where
                 .writes
                 .needs_schema(&batch.table)
                 .then(|| (batch.schema_key(), Bytes::from(batch.schema().to_json())));
-            let tenure = self.tenure_of(&batch.shard).unwrap_or(0);
             let Batch {
                 shard,
                 first,
@@ -623,7 +647,12 @@ where
         Ok(())
     }
 
-    async fn write_rejected(&mut self, shard: &ShardId, rejected: Rejected) -> Result<(), ConsumerError> {
+    async fn write_rejected(
+        &mut self,
+        shard: &ShardId,
+        tenure: u64,
+        rejected: Rejected,
+    ) -> Result<(), ConsumerError> {
         while self.writes.len() >= self.config.max_inflight_writes.max(1) {
             self.next_written().await?;
         }
@@ -640,7 +669,7 @@ where
             kind: Body::Rejected { reason },
             shard: shard.clone(),
             hold: position,
-            tenure: self.tenure_of(shard).unwrap_or(0),
+            tenure,
             bytes,
             attempt: 0,
             stalled: false,
@@ -767,6 +796,7 @@ where
     async fn drain(&mut self) -> Result<(), ConsumerError> {
         self.apply_events();
         let batches = self.pipeline.batcher.flush_all();
+        let batches = self.tagged(batches);
         self.write_all(batches).await?;
         while !self.writes.is_empty() {
             self.next_written().await?;

@@ -182,7 +182,7 @@ impl StreamReader for Shard {
         if self.expire_after.is_some_and(|e| n - issued > e) {
             return Err(PortError::expired("stream", "ExpiredIteratorException"));
         }
-        let take = if self.empty_pages && n % 2 == 0 {
+        let take = if self.empty_pages && n.is_multiple_of(2) {
             0
         } else {
             limit.min(self.page.unwrap_or(usize::MAX))
