@@ -598,6 +598,25 @@ mod tests {
     }
 
     #[test]
+    fn consumer_settings_are_typed_and_checked() {
+        Jail::expect_with(|jail| {
+            jail.set_env("MICROBATCH_CONSUMER__COMPRESSION", "zstd");
+            jail.set_env("MICROBATCH_CONSUMER__FAILOVER_MS", "20000");
+            let c = Config::load(None).unwrap();
+            assert_eq!(c.consumer.compression, Compression::Zstd);
+            assert_eq!(c.consumer.failover_ms, 20_000);
+            jail.set_env("MICROBATCH_CONSUMER__COMPRESSION", "lz4");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains("lz4") && err.contains("compression"), "{err}");
+            jail.set_env("MICROBATCH_CONSUMER__COMPRESSION", "gzip");
+            jail.set_env("MICROBATCH_CONSUMER__LEASE_SYNC_MS", "15000");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains("at most half of consumer.failover_ms"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
     fn mistakes_are_named() {
         Jail::expect_with(|jail| {
             jail.create_file(

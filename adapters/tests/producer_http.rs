@@ -351,6 +351,43 @@ async fn signed_webhooks_are_accepted_and_forgeries_refused() {
     );
 }
 
+/// A value no warehouse can store is refused at the door with 422 naming its field, over HTTP,
+/// for API events and webhooks alike; nothing of the request reaches the stream.
+#[tokio::test]
+async fn unstorable_values_get_422_naming_the_field() {
+    let config = HttpConfig {
+        webhooks: vec![WebhookConfig::hub("github", vec!["gh".into()])],
+        ..HttpConfig::default()
+    };
+    let (app, stream) = app(config).await;
+    let nul = r#"{"type":"search_performed","id":"s-1","payload":{"query":"a\u0000b"}}"#;
+    let (status, _, body) = call(
+        &app,
+        post("/v1/events", "application/json", format!("[{REFUND},{nul}]")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let problem = &body["error"]["problems"][0];
+    assert_eq!(problem["event"], 1, "{body}");
+    assert_eq!(problem["field"], "/payload/query");
+    assert!(
+        problem["reason"].as_str().unwrap().contains("NUL character"),
+        "{body}"
+    );
+    let push = br#"{"ref":"refs/heads/ma\u0000in","repository":{"full_name":"o/r"}}"#;
+    let req = Request::post("/v1/webhooks/github")
+        .header("content-type", "application/json")
+        .header("x-github-event", "push")
+        .header("x-github-delivery", "d-43")
+        .header("x-hub-signature-256", hub_signature("gh", push))
+        .body(Body::from(&push[..]))
+        .unwrap();
+    let (status, _, body) = call(&app, req).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"]["problems"][0]["field"], "/ref");
+    assert_eq!(stream.record_count(), 0, "nothing was accepted");
+}
+
 #[tokio::test]
 async fn the_openapi_document_matches_the_routes() {
     let (app, _) = app(HttpConfig {

@@ -233,6 +233,36 @@ pub struct UnstorableValue {
 }
 
 impl<'c> Mapper<'c> {
+    /// Whether every value `event` could put in a column is storable, without parsing its
+    /// payload: true only when that is certain — no `\u0000` escape in the payload (the only way
+    /// JSON text holds a NUL), a payload short enough that no string or re-serialised JSON value
+    /// taken from it can reach the length limit (a fourth of it: a number re-serialises at most a
+    /// few times longer), envelope fields without NUL and times within range, and an event type
+    /// whose columns take no doubles, timestamps or dates from the payload (those have ranges to
+    /// check). When it is false,
+    /// [`unstorable`](Self::unstorable) decides.
+    pub fn surely_storable(&self, event: &Envelope) -> bool {
+        let Some(def) = self.catalog.event_type(&event.event_type) else {
+            return true;
+        };
+        let payload = event.payload_json().as_bytes();
+        if payload.len() > storable::MAX_TEXT_BYTES / 4
+            || memchr::memmem::find(payload, b"\\u0000").is_some()
+            || event.source.contains('\0')
+            || event.id.as_str().contains('\0')
+            || event.occurred_at.is_some_and(|t| storable::timestamp(t).is_err())
+        {
+            return false;
+        }
+        def.outputs.iter().flat_map(|o| &o.columns).all(|col| {
+            let ranged = matches!(
+                col.column.ty,
+                ColumnType::Double | ColumnType::Timestamp | ColumnType::Date
+            );
+            !ranged || matches!(col.source, ValueSource::Envelope(_))
+        })
+    }
+
     /// Every value of `event` that would land in a column and that no supported warehouse can
     /// store (at most `limit`), found by the very checks [`Mapper::map`] makes: what the producer
     /// refuses at the door. `payload` is the event's payload, parsed. Values that do not fit

@@ -211,6 +211,51 @@ fn values_no_warehouse_can_store_are_refused_by_name() {
     );
 }
 
+/// The producer's shortcut never says "storable" of an event the full check would refuse.
+#[test]
+fn the_storable_shortcut_is_never_wrong() {
+    let catalog = example_catalog();
+    let mapper = Mapper::new(&catalog);
+    let cases = [
+        ("search_performed", r#"{"query":"fine","filters":{"a":1}}"#),
+        ("search_performed", r#"{"query":"a\u0000b"}"#),
+        ("search_performed", r#"{"query":"escaped \\u0000 is text"}"#),
+        (
+            "search_performed",
+            r#"{"query":"x","filters":{"n":1e5,"m":[1e5,1e5,1e5]}}"#,
+        ),
+        ("order_refunded", r#"{"order_id":"o","amount":2.33125e-315}"#),
+        ("order_refunded", r#"{"order_id":"o","amount":5}"#),
+        ("page_viewed", r#"{"session_id":"s","path":"/"}"#),
+    ];
+    for (event_type, payload) in cases {
+        let event = envelope("evt-1", event_type, payload);
+        let value: serde_json::Value = serde_json::from_str(payload).unwrap();
+        let full = mapper.unstorable(&event, &value, 10);
+        if mapper.surely_storable(&event) {
+            assert!(full.is_empty(), "{event_type} {payload}: {full:?}");
+        }
+    }
+    // Types with ranged columns always take the full check.
+    assert!(!mapper.surely_storable(&envelope(
+        "evt-1",
+        "order_refunded",
+        r#"{"order_id":"o","amount":5}"#
+    )));
+    assert!(mapper.surely_storable(&envelope(
+        "evt-1",
+        "page_viewed",
+        r#"{"session_id":"s","path":"/"}"#
+    )));
+    assert!(!mapper.surely_storable(&envelope(
+        "evt-1",
+        "page_viewed",
+        r#"{"session_id":"\u0000","path":"/"}"#
+    )));
+    let long = format!(r#"{{"session_id":"{}","path":"/"}}"#, "x".repeat(20_000));
+    assert!(!mapper.surely_storable(&envelope("evt-1", "page_viewed", &long)));
+}
+
 #[test]
 fn explode_of_a_non_array_without_schema_is_rejected() {
     // code_commits explodes /commits; the push schema does not constrain it.

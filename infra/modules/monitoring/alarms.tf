@@ -157,6 +157,25 @@ resource "aws_cloudwatch_metric_alarm" "import_failures" {
   tags                = var.tags
 }
 
+# An object write the consumer keeps retrying that retries alone will not cure
+# (access denied, a disabled KMS key): its shard is not read meanwhile.
+resource "aws_cloudwatch_metric_alarm" "object_writes_stalled" {
+  alarm_name          = "${var.name}-object-writes-stalled"
+  alarm_description   = "The consumer cannot write batches (a permanent S3 error): their shards wait. Runbook: docs/DEPLOY.md#object-writes-stalled"
+  namespace           = local.namespace
+  metric_name         = local.emf.object_writes_stalled.name
+  dimensions          = { Service = local.emf.object_writes_stalled.service }
+  statistic           = "Sum"
+  period              = 60
+  evaluation_periods  = 1
+  threshold           = 0
+  comparison_operator = "GreaterThanThreshold"
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = local.actions
+  ok_actions          = local.actions
+  tags                = var.tags
+}
+
 resource "aws_cloudwatch_metric_alarm" "freshness_p99" {
   alarm_name          = "${var.name}-freshness-p99"
   alarm_description   = "p99 freshness (event received -> rows queryable) has been above ${var.freshness_p99_target_ms} ms for 15 minutes. Runbook: docs/DEPLOY.md#freshness-p99"

@@ -21,6 +21,7 @@ locals {
     buffer_bytes           = { name = "BufferBytes", service = "consume" }
     millis_behind_latest   = { name = "MillisBehindLatest", service = "consume" }
     checkpoint_lag_records = { name = "CheckpointLagRecords", service = "consume" }
+    object_writes_stalled  = { name = "ObjectWritesStalled", service = "consume" }
     loads_completed        = { name = "LoadsCompleted", service = "import" }
     rows_loaded            = { name = "RowsLoaded", service = "import" }
     load_duration_millis   = { name = "LoadDurationMillis", service = "import" }

@@ -174,9 +174,13 @@ data "aws_iam_policy_document" "task_consume" {
   }
 
   statement {
-    sid       = "WriteBatchesAndRejects"
-    actions   = ["s3:PutObject", "s3:AbortMultipartUpload"]
-    resources = ["${var.bucket_arn}/${var.loads_prefix}*", "${var.bucket_arn}/${var.rejected_prefix}*"]
+    sid     = "WriteBatchesSchemasAndRejects"
+    actions = ["s3:PutObject", "s3:AbortMultipartUpload"]
+    resources = [
+      "${var.bucket_arn}/${var.loads_prefix}*",
+      "${var.bucket_arn}/${var.schemas_prefix}*",
+      "${var.bucket_arn}/${var.rejected_prefix}*",
+    ]
   }
 
   statement {
@@ -192,8 +196,8 @@ data "aws_iam_policy_document" "task_consume" {
   }
 }
 
-# import: take notifications, read batch metadata, dead-letter poison batches.
-# COPY itself reads S3 with the Redshift role, not with this one.
+# import: take notifications, read batch metadata and schema objects, keep refused rows under
+# rejected/rows/, dead-letter poison batches. COPY itself reads S3 with the Redshift role.
 data "aws_iam_policy_document" "task_import" {
   statement {
     sid = "ConsumeLoadQueue"
@@ -214,9 +218,15 @@ data "aws_iam_policy_document" "task_import" {
   }
 
   statement {
-    sid       = "ReadBatchMetadata"
+    sid       = "ReadBatchesAndSchemas"
     actions   = ["s3:GetObject"]
-    resources = ["${var.bucket_arn}/${var.loads_prefix}*"]
+    resources = ["${var.bucket_arn}/${var.loads_prefix}*", "${var.bucket_arn}/${var.schemas_prefix}*"]
+  }
+
+  statement {
+    sid       = "KeepRefusedRows"
+    actions   = ["s3:PutObject"]
+    resources = ["${var.bucket_arn}/${var.rejected_prefix}rows/*"]
   }
 
   statement {
@@ -233,7 +243,7 @@ data "aws_iam_policy_document" "task_import" {
 
   statement {
     sid       = "DecryptBatches"
-    actions   = ["kms:Decrypt"]
+    actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
     resources = [var.bucket_kms_key_arn]
 
     condition {

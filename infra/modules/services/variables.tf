@@ -256,9 +256,15 @@ variable "loads_prefix" {
 }
 
 variable "rejected_prefix" {
-  description = "Key prefix the consumer writes unmappable events under."
+  description = "Key prefix the consumer writes unmappable events under, and the importer the rows the warehouse refused (rejected/rows/)."
   type        = string
   default     = "rejected/"
+}
+
+variable "schemas_prefix" {
+  description = "Key prefix of the batches' schema objects (their column lists): written by the consumer, read by the importer. Never expire them: every batch names one."
+  type        = string
+  default     = "schemas/"
 }
 
 variable "queue_url" {
