@@ -607,7 +607,10 @@ mod tests {
             assert_eq!(c.consumer.failover_ms, 20_000);
             jail.set_env("MICROBATCH_CONSUMER__COMPRESSION", "lz4");
             let err = Config::load(None).unwrap_err().to_string();
-            assert!(err.contains("lz4") && err.to_lowercase().contains("compression"), "{err}");
+            assert!(
+                err.contains("lz4") && err.to_lowercase().contains("compression"),
+                "{err}"
+            );
             jail.set_env("MICROBATCH_CONSUMER__COMPRESSION", "gzip");
             jail.set_env("MICROBATCH_CONSUMER__LEASE_SYNC_MS", "15000");
             let err = Config::load(None).unwrap_err().to_string();
