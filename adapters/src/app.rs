@@ -18,10 +18,11 @@ use microbatch_core::kpl::AggregatorConfig;
 use microbatch_core::ports::{
     LeaseStore, ObjectReader, ObjectWriter, Queue, StreamReader, StreamWriter, Warehouse,
 };
+use microbatch_core::put_pacing::PutLimits;
 use microbatch_core::read::ReadPacing;
 use tokio::sync::watch;
 
-use crate::config::Config;
+use crate::config::{Config, StreamConfig};
 use crate::producer::{AppState, router};
 use crate::runtime::{OsEntropy, SystemClock};
 use crate::telemetry::MetricsObserver;
@@ -78,12 +79,22 @@ impl Shutdown {
 
 /// The core producer's settings from the configuration.
 pub fn producer_config(config: &Config) -> ProducerConfig {
+    let (linger, max_aggregate_bytes) = config.producer_aggregation();
+    let put_limits = match &config.stream {
+        StreamConfig::Kinesis(k) => PutLimits {
+            bytes_per_sec: k.put_bytes_per_sec,
+            records_per_sec: k.put_records_per_sec,
+        },
+        StreamConfig::Local(_) => PutLimits::default(),
+    };
     ProducerConfig {
         aggregator: AggregatorConfig {
-            linger: Duration::from_millis(config.producer.linger_ms),
+            linger,
+            max_aggregate_bytes,
             ..AggregatorConfig::default()
         },
         max_pending_events: config.producer.max_pending_events,
+        put_limits,
         ..ProducerConfig::default()
     }
 }
@@ -127,7 +138,7 @@ pub fn worker_id(config: &Config) -> anyhow::Result<WorkerId> {
 pub fn importer_config(config: &Config) -> ImporterConfig {
     let c = &config.importer;
     ImporterConfig {
-        receive_wait: Duration::from_millis(c.receive_wait_ms),
+        receive_wait: config.receive_wait(),
         concurrency: c.concurrency.max(1),
         load_group_bytes: c.load_group_bytes.max(1),
         max_refused_rows: c.max_refused_rows,

@@ -13,6 +13,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
+use crate::kpl::HashKeyRange;
 use crate::ports::ShardInfo;
 use crate::position::{Position, ShardId};
 use crate::time::Timestamp;
@@ -38,6 +39,9 @@ pub struct Lease {
     pub counter: u64,
     pub checkpoint: Checkpoint,
     pub parents: Vec<ShardId>,
+    /// The shard's hash-key range, when the lease was created from a listing (KCL
+    /// `startingHashKey` / `endingHashKey`): kept for operators and KCL tools, not decided on.
+    pub hash_range: Option<HashKeyRange>,
 }
 
 impl Lease {
@@ -54,6 +58,7 @@ impl Lease {
                 .chain(shard.adjacent_parent.iter())
                 .cloned()
                 .collect(),
+            hash_range: Some(shard.range),
         }
     }
 }
@@ -323,7 +328,6 @@ fn deletable(leases: &[Lease], shards: &[ShardInfo]) -> Vec<Lease> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kpl::HashKeyRange;
     use crate::position::SequenceNumber;
 
     fn lease(shard: &str, owner: Option<&str>, counter: u64) -> Lease {
@@ -333,6 +337,7 @@ mod tests {
             counter,
             checkpoint: Checkpoint::TrimHorizon,
             parents: vec![],
+            hash_range: None,
         }
     }
 

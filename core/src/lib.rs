@@ -6,7 +6,8 @@
 //! See `docs/DESIGN.md` for the flow these pieces make up and the contracts they keep.
 //!
 //! In the order of the flow:
-//! - [`event`]: the envelope the producer stamps; [`kpl`]: how envelopes ride in stream records.
+//! - [`event`]: the envelope the producer stamps; [`kpl`]: how envelopes ride in stream records;
+//!   [`put_pacing`]: puts per shard under the stream's write limits.
 //! - [`catalog`]: event types → tables; [`mapping`]: an event → CSV rows ([`csv`]).
 //! - [`storable`]: what every warehouse can store (the mapper and the producer check it).
 //! - [`batcher`]: rows → per-table batches; [`batch`]: their metadata and schema objects;
@@ -32,6 +33,7 @@ pub mod lease;
 pub mod mapping;
 pub mod ports;
 pub mod position;
+pub mod put_pacing;
 pub mod read;
 pub mod storable;
 pub mod time;

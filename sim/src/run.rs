@@ -17,6 +17,7 @@ use microbatch_core::driver::{Consumer, ConsumerConfig, Importer, ImporterConfig
 use microbatch_core::event::{Envelope, EventId};
 use microbatch_core::kpl::AggregatorConfig;
 use microbatch_core::ports::{Clock, Entropy};
+use microbatch_core::put_pacing::PutLimits;
 use microbatch_core::time::Timestamp;
 use serde_json::value::RawValue;
 
@@ -101,6 +102,7 @@ fn setup(rng: &SeededEntropy) -> Setup {
             max_inflight_puts: r(1, 4) as usize,
             put_retry: Backoff::new(Duration::from_millis(50), Duration::from_secs(1), r(3, 8) as u32),
             shard_refresh: Duration::from_secs(r(2, 10)),
+            put_limits: PutLimits::default(),
         },
         consumer: ConsumerConfig {
             owner: String::new(),
@@ -156,6 +158,13 @@ fn setup(rng: &SeededEntropy) -> Setup {
     setup.names_rows = rng.unit() < 0.6;
     setup.consumer.pacing.calls_per_sec = [0.0, 5.0, 20.0][r(0, 2) as usize];
     setup.consumer.shard_sync = Duration::from_millis(r(1_000, 30_000));
+    // Puts paced per shard, slow enough here that the pacing holds aggregates back.
+    if rng.unit() < 0.5 {
+        setup.producer.put_limits = PutLimits {
+            bytes_per_sec: r(16 << 10, 256 << 10),
+            records_per_sec: r(5, 200),
+        };
+    }
     setup
 }
 

@@ -51,8 +51,30 @@ enum Command {
     },
     /// Create or update the warehouse's tables for the catalog, then exit.
     Migrate,
-    /// Validate the configuration and the catalog, and compare the catalog with the warehouse.
+    /// Validate the configuration and the catalog, probe every configured port (the Kinesis
+    /// stream, the S3 bucket, the SQS queues and their redrive policy, the DynamoDB lease table),
+    /// and compare the catalog with the warehouse.
     Check,
+    /// The dead-letter queue: what is in it and why, and moving it back once fixed.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DlqCommand {
+    /// Every dead letter: its age, receive count, reason code, batch keys and reason.
+    List,
+    /// Move dead letters back to the load queue (idempotent: a loaded batch loads only once).
+    Replay {
+        /// Every dead letter.
+        #[arg(long, conflicts_with = "key")]
+        all: bool,
+        /// The dead letters announcing this batch key (repeatable).
+        #[arg(long)]
+        key: Vec<String>,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -93,6 +115,12 @@ fn main() -> std::process::ExitCode {
             Command::Demo { events, serve } => commands::demo(config, events, serve).await,
             Command::Migrate => commands::migrate(config).await,
             Command::Check => commands::check(config).await,
+            Command::Dlq {
+                command: DlqCommand::List,
+            } => commands::dlq_list(config).await,
+            Command::Dlq {
+                command: DlqCommand::Replay { all, key },
+            } => commands::dlq_replay(config, all, key).await,
         }
     });
     match result {

@@ -8,6 +8,7 @@
 
 use std::path::Path;
 
+use microbatch_core::kpl::HashKeyRange;
 use microbatch_core::ports::{Checkpoint, Lease, LeaseStore, PortError};
 use microbatch_core::position::{Position, SequenceNumber, ShardId};
 use sqlx::Row;
@@ -18,7 +19,7 @@ use super::sqlite::{Db, Durability, OpenSpec, db_error};
 const SERVICE: &str = "leases";
 
 /// The schema, as its migrations (see `OpenSpec::migrations`).
-const MIGRATIONS: &[&str] = &[SCHEMA_V1];
+const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2];
 
 const SCHEMA_V1: &str = r#"
 CREATE TABLE leases (
@@ -31,13 +32,19 @@ CREATE TABLE leases (
 );
 "#;
 
+/// The shard's hash-key range, as the KCL keeps it (decimal text; NULL when unknown).
+const SCHEMA_V2: &str = r#"
+ALTER TABLE leases ADD COLUMN startingHashKey TEXT;
+ALTER TABLE leases ADD COLUMN endingHashKey TEXT;
+"#;
+
 type Query<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>;
 
 const TRIM_HORIZON: &str = "TRIM_HORIZON";
 const SHARD_END: &str = "SHARD_END";
 
-const COLUMNS: &str =
-    "leaseKey, leaseOwner, leaseCounter, checkpoint, checkpointSubSequenceNumber, parentShardId";
+const COLUMNS: &str = "leaseKey, leaseOwner, leaseCounter, checkpoint, checkpointSubSequenceNumber, \
+                       parentShardId, startingHashKey, endingHashKey";
 
 /// The lease table, in one SQLite file. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -134,7 +141,18 @@ fn lease_of(row: &SqliteRow) -> Result<Lease, PortError> {
     let parents: Vec<ShardId> =
         serde_json::from_str(&parents).map_err(|_| invalid("parentShardId", &parents))?;
     let counter: i64 = row.get("leaseCounter");
+    let hash_range = match (
+        row.get::<Option<String>, _>("startingHashKey"),
+        row.get::<Option<String>, _>("endingHashKey"),
+    ) {
+        (Some(start), Some(end)) => Some(
+            HashKeyRange::parse(&start, &end)
+                .map_err(|_| invalid("hash-key range", &format!("{start}..{end}")))?,
+        ),
+        _ => None,
+    };
     Ok(Lease {
+        hash_range,
         owner: row.get("leaseOwner"),
         counter: u64::try_from(counter).map_err(|_| invalid("leaseCounter", &counter.to_string()))?,
         checkpoint,
@@ -157,7 +175,8 @@ impl LeaseStore for SqliteLeases {
         let parents = serde_json::to_string(&lease.parents)
             .map_err(|e| PortError::invalid(SERVICE, format!("cannot encode the parents: {e}")))?;
         let created = sqlx::query(&format!(
-            "INSERT INTO leases ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (leaseKey) DO NOTHING"
+            "INSERT INTO leases ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+             ON CONFLICT (leaseKey) DO NOTHING"
         ))
         .bind(lease.shard.as_str())
         .bind(lease.owner.as_deref())
@@ -165,6 +184,8 @@ impl LeaseStore for SqliteLeases {
         .bind(checkpoint)
         .bind(sub)
         .bind(parents)
+        .bind(lease.hash_range.map(|r| r.start.to_string()))
+        .bind(lease.hash_range.map(|r| r.end.to_string()))
         .execute(&self.db.writer)
         .await
         .map_err(|e| db_error(SERVICE, &format!("cannot create the lease of {}", lease.shard), e))?
@@ -230,6 +251,7 @@ mod tests {
             counter: 0,
             checkpoint: Checkpoint::TrimHorizon,
             parents: Vec::new(),
+            hash_range: None,
         }
     }
 

@@ -22,6 +22,7 @@ use crate::backoff::Backoff;
 use crate::event::Envelope;
 use crate::kpl::{Aggregate, Aggregator, AggregatorConfig, KplError, Shard, ShardMap, UserRecord};
 use crate::ports::{Clock, Entropy, Observation, Observer, PortError, PutAck, PutRecord, StreamWriter};
+use crate::put_pacing::{PutLimits, PutPacing};
 use crate::time::Timestamp;
 
 /// Limits of the producer.
@@ -40,6 +41,8 @@ pub struct ProducerConfig {
     pub put_retry: Backoff,
     /// How often to refresh the shard map (resharding).
     pub shard_refresh: Duration,
+    /// Each shard's write limits, which puts are paced under ([`PutPacing`]); none by default.
+    pub put_limits: PutLimits,
 }
 
 impl Default for ProducerConfig {
@@ -55,6 +58,7 @@ impl Default for ProducerConfig {
             max_inflight_puts: 8,
             put_retry: Backoff::new(Duration::from_millis(50), Duration::from_secs(2), 8),
             shard_refresh: Duration::from_secs(30),
+            put_limits: PutLimits::default(),
         }
     }
 }
@@ -204,6 +208,7 @@ pub struct Producer<'a, S, C, E, B> {
     next_refresh: Timestamp,
     closed: bool,
     health: Arc<StreamHealth>,
+    pacing: PutPacing,
 }
 
 impl<S, C, E, B> std::fmt::Debug for Producer<'_, S, C, E, B> {
@@ -271,6 +276,7 @@ where
             next_refresh: clock.now().saturating_add(config.shard_refresh),
             closed: false,
             health,
+            pacing: PutPacing::new(config.put_limits),
             config,
         };
         Ok((producer, handle))
@@ -332,6 +338,15 @@ where
             wake = wake.min(t);
         }
         if let Some(t) = self.retries.iter().map(|r| r.at).min() {
+            wake = wake.min(t);
+        }
+        let now = self.clock.now();
+        if let Some(t) = self
+            .ready
+            .iter()
+            .filter_map(|(a, _)| self.pacing.wait(&a.shard_id, now))
+            .min()
+        {
             wake = wake.min(t);
         }
         wake
@@ -406,20 +421,31 @@ where
         }
     }
 
-    /// Starts puts of ready aggregates, up to the in-flight limit.
+    /// Starts puts of ready aggregates, up to the in-flight limit, of shards the pacing lets
+    /// put now; the others wait in order.
     fn launch(&mut self) {
+        let now = self.clock.now();
         while !self.ready.is_empty() && self.inflight.len() < self.config.max_inflight_puts.max(1) {
             let mut call = Vec::new();
             let mut bytes = 0;
-            while let Some((agg, _)) = self.ready.front() {
+            let mut i = 0;
+            while let Some((agg, _)) = self.ready.get(i) {
                 let size = agg.data.len() + agg.partition_key.len();
                 if !call.is_empty()
                     && (call.len() >= self.config.max_put_records || bytes + size > self.config.max_put_bytes)
                 {
                     break;
                 }
+                if self.pacing.wait(&agg.shard_id, now).is_some() {
+                    i += 1;
+                    continue;
+                }
+                self.pacing.took(&agg.shard_id, size, now);
                 bytes += size;
-                call.push(self.ready.pop_front().expect("front exists"));
+                call.push(self.ready.remove(i).expect("an index below the length"));
+            }
+            if call.is_empty() {
+                return;
             }
             let records: Vec<PutRecord> = call
                 .iter()

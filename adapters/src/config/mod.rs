@@ -17,6 +17,13 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use microbatch_core::batch::Compression;
 use serde::{Deserialize, Serialize};
 
+mod ports;
+
+pub use ports::{
+    DynamoDbConfig, KinesisConfig, LeasesConfig, LocalLeasesConfig, LocalQueueConfig, LocalStoreConfig,
+    LocalStreamConfig, QueueConfig, S3Config, SqsConfig, StoreConfig, StreamConfig,
+};
+
 /// The whole configuration.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -80,8 +87,12 @@ pub struct ProducerConfig {
     pub max_json_depth: usize,
     /// Events accepted but not yet durable before new requests get 503.
     pub max_pending_events: usize,
-    /// How long events may wait to fill an aggregate.
-    pub linger_ms: u64,
+    /// How long events may wait to fill an aggregate. Unset: the stream kind's default
+    /// ([`StreamConfig::producer_defaults`]: the KPL's 100 ms on Kinesis, 20 ms locally).
+    pub linger_ms: Option<u64>,
+    /// Largest aggregate record, in bytes (at most 1 MiB, a Kinesis record). Unset: the stream
+    /// kind's default (the KPL's 50 KiB on Kinesis, 1 MiB locally).
+    pub aggregate_bytes: Option<usize>,
     /// Seconds a 503 asks the client to wait.
     pub retry_after_secs: u64,
     /// How long the stream may fail this producer's calls (puts, shard listings) before
@@ -99,7 +110,8 @@ impl Default for ProducerConfig {
             max_events_per_request: 1000,
             max_json_depth: 32,
             max_pending_events: 200_000,
-            linger_ms: 20,
+            linger_ms: None,
+            aggregate_bytes: None,
             retry_after_secs: 1,
             stream_failure_grace_ms: 5_000,
             webhooks: Vec::new(),
@@ -185,90 +197,6 @@ impl WebhookConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum StreamKind {
-    Local,
-    Kinesis,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct StreamConfig {
-    pub kind: StreamKind,
-    /// Kinesis stream name.
-    pub name: String,
-    /// Shards of the local stream.
-    pub shards: u32,
-    /// How long the local stream keeps records.
-    pub retention_hours: u64,
-}
-
-impl Default for StreamConfig {
-    fn default() -> Self {
-        StreamConfig {
-            kind: StreamKind::Local,
-            name: "microbatch".into(),
-            shards: 2,
-            retention_hours: 24,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum StoreKind {
-    Local,
-    S3,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct StoreConfig {
-    pub kind: StoreKind,
-    pub bucket: String,
-}
-
-impl Default for StoreConfig {
-    fn default() -> Self {
-        StoreConfig {
-            kind: StoreKind::Local,
-            bucket: "microbatch".into(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum QueueKind {
-    Local,
-    Sqs,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct QueueConfig {
-    pub kind: QueueKind,
-    pub url: String,
-    pub dlq_url: String,
-    /// Seconds a received message stays hidden; above the longest load.
-    pub visibility_secs: u64,
-    /// Receives after which the queue itself dead-letters a message.
-    pub max_receives: u32,
-}
-
-impl Default for QueueConfig {
-    fn default() -> Self {
-        QueueConfig {
-            kind: QueueKind::Local,
-            url: String::new(),
-            dlq_url: String::new(),
-            visibility_secs: 120,
-            max_receives: 10,
-        }
-    }
-}
-
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct WarehouseConfig {
@@ -289,14 +217,6 @@ impl Default for WarehouseConfig {
             iam_role: String::new(),
         }
     }
-}
-
-/// Where leases and checkpoints live: the local SQLite file, or a DynamoDB table (KCL schema).
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct LeasesConfig {
-    /// DynamoDB table name (AWS deployments).
-    pub table: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -355,7 +275,9 @@ pub struct ImporterConfig {
     pub max_attempts: u32,
     pub backoff_base_ms: u64,
     pub backoff_cap_ms: u64,
-    pub receive_wait_ms: u64,
+    /// How long a receive waits for a first message. Unset: the queue kind's default
+    /// ([`QueueConfig::default_receive_wait_ms`]: SQS's 20 s long poll, 1 s locally).
+    pub receive_wait_ms: Option<u64>,
     /// Loads in flight at once (receive-and-load loops); keep it at or below the warehouse's
     /// connection pool.
     pub concurrency: usize,
@@ -372,7 +294,7 @@ impl Default for ImporterConfig {
             max_attempts: 8,
             backoff_base_ms: 500,
             backoff_cap_ms: 300_000,
-            receive_wait_ms: 1000,
+            receive_wait_ms: None,
             concurrency: 4,
             load_group_bytes: 8 << 20,
             max_refused_rows: 100,
@@ -436,7 +358,7 @@ pub struct ConfigError(String);
 impl Config {
     /// Defaults, then the file (if given), then the environment.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
-        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        let mut figment = Figment::from(Serialized::defaults(Self::defaults_but_ports()));
         if let Some(path) = file {
             if !path.exists() {
                 return Err(ConfigError(format!("{} does not exist", path.display())));
@@ -463,6 +385,19 @@ impl Config {
         }
         config.validate()?;
         Ok(config)
+    }
+
+    /// The defaults as figment's first layer, without the port sections: those are tagged by
+    /// `kind`, and the local kind's defaults merged under `kind = "kinesis"` would be settings
+    /// Kinesis does not take. A section the file and the environment leave out gets its
+    /// default (the local kind) when extracted.
+    fn defaults_but_ports() -> figment::value::Dict {
+        let value = figment::value::Value::serialize(Config::default()).expect("the defaults serialize");
+        let mut dict = value.into_dict().expect("the defaults are a table");
+        for port in ["stream", "store", "queue", "leases"] {
+            dict.remove(port);
+        }
+        dict
     }
 
     /// `MICROBATCH_WEBHOOK_SECRETS`: a JSON object `{"source": ["secret", …]}` (from a secrets
@@ -507,8 +442,13 @@ impl Config {
                 "consumer.buffer_budget_bytes must be at least consumer.max_batch_bytes".into(),
             ));
         }
-        if self.stream.shards == 0 {
-            return Err(ConfigError("stream.shards must be at least 1".into()));
+        self.validate_ports()?;
+        if let Some(bytes) = self.producer.aggregate_bytes
+            && !(1024..=microbatch_core::kpl::KINESIS_MAX_RECORD_BYTES).contains(&bytes)
+        {
+            return Err(ConfigError(format!(
+                "producer.aggregate_bytes ({bytes}) must be between 1024 and 1048576 (a Kinesis record)"
+            )));
         }
         let c = &self.consumer;
         if c.lease_sync_ms == 0 || c.lease_sync_ms * 2 > c.failover_ms {
@@ -524,6 +464,61 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// Each port's kind has what it cannot run without.
+    fn validate_ports(&self) -> Result<(), ConfigError> {
+        let missing = |setting: &str, alias: &str, kind: &str| {
+            ConfigError(format!(
+                "{setting} is needed with kind = \"{kind}\" (or set {alias})"
+            ))
+        };
+        match &self.stream {
+            StreamConfig::Local(c) if c.shards == 0 => {
+                return Err(ConfigError("stream.shards must be at least 1".into()));
+            }
+            StreamConfig::Kinesis(c) if c.name.is_empty() => {
+                return Err(missing("stream.name", "MICROBATCH_STREAM_NAME", "kinesis"));
+            }
+            _ => {}
+        }
+        if let StoreConfig::S3(c) = &self.store
+            && c.bucket.is_empty()
+        {
+            return Err(missing("store.bucket", "MICROBATCH_BUCKET", "s3"));
+        }
+        if let QueueConfig::Sqs(c) = &self.queue {
+            if c.url.is_empty() {
+                return Err(missing("queue.url", "MICROBATCH_QUEUE_URL", "sqs"));
+            }
+            if c.dlq_url.is_empty() {
+                return Err(missing("queue.dlq_url", "MICROBATCH_DLQ_URL", "sqs"));
+            }
+        }
+        if let LeasesConfig::Dynamodb(c) = &self.leases
+            && c.table.is_empty()
+        {
+            return Err(missing("leases.table", "MICROBATCH_LEASE_TABLE", "dynamodb"));
+        }
+        Ok(())
+    }
+
+    /// The producer's linger and aggregate size: as configured, else the stream kind's.
+    pub fn producer_aggregation(&self) -> (Duration, usize) {
+        let (linger, bytes) = self.stream.producer_defaults();
+        (
+            Duration::from_millis(self.producer.linger_ms.unwrap_or(linger)),
+            self.producer.aggregate_bytes.unwrap_or(bytes),
+        )
+    }
+
+    /// How long the importer's receive waits: as configured, else the queue kind's.
+    pub fn receive_wait(&self) -> Duration {
+        Duration::from_millis(
+            self.importer
+                .receive_wait_ms
+                .unwrap_or_else(|| self.queue.default_receive_wait_ms()),
+        )
     }
 
     /// The warehouse URL, defaulting to a SQLite file in the data directory.
@@ -581,6 +576,8 @@ mod tests {
             jail.set_env("MICROBATCH_WEBHOOK_SECRETS", r#"{"github": ["new", "old"]}"#);
             jail.set_env("MICROBATCH_PRODUCER__TOKENS", r#"["tok-a", "tok-b"]"#);
             jail.set_env("MICROBATCH_LEASE_TABLE", "leases");
+            jail.set_env("MICROBATCH_LEASES__KIND", "dynamodb");
+            jail.set_env("MICROBATCH_STREAM__KIND", "kinesis");
             let c = Config::load(Some(Path::new("mb.toml"))).unwrap();
             assert_eq!(c.data_dir, PathBuf::from("/var/lib/mb"));
             assert_eq!(c.producer.listen.to_string(), "127.0.0.1:7000");
@@ -589,8 +586,19 @@ mod tests {
                 ["tok-a", "tok-b"],
                 "a JSON array from a secret"
             );
-            assert_eq!(c.leases.table, "leases");
-            assert_eq!(c.stream.name, "events");
+            assert_eq!(
+                c.leases,
+                LeasesConfig::Dynamodb(DynamoDbConfig {
+                    table: "leases".into()
+                })
+            );
+            assert_eq!(
+                c.stream,
+                StreamConfig::Kinesis(KinesisConfig {
+                    name: "events".into(),
+                    ..KinesisConfig::default()
+                })
+            );
             assert_eq!(c.log.format, LogFormat::Json);
             assert_eq!(c.producer.webhooks[0].secrets, ["new", "old"]);
             Ok(())
@@ -615,6 +623,79 @@ mod tests {
             jail.set_env("MICROBATCH_CONSUMER__LEASE_SYNC_MS", "15000");
             let err = Config::load(None).unwrap_err().to_string();
             assert!(err.contains("at most half of consumer.failover_ms"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn each_port_kind_takes_its_own_settings_with_its_defaults() {
+        Jail::expect_with(|jail| {
+            // The deployment's variables for the importer (infra/modules/services/main.tf).
+            jail.set_env("MICROBATCH_STORE__KIND", "s3");
+            jail.set_env("MICROBATCH_BUCKET", "mb-loads");
+            jail.set_env("MICROBATCH_QUEUE__KIND", "sqs");
+            jail.set_env("MICROBATCH_QUEUE_URL", "http://127.0.0.1:5000/123456789012/loads");
+            jail.set_env(
+                "MICROBATCH_DLQ_URL",
+                "http://127.0.0.1:5000/123456789012/loads-dlq",
+            );
+            jail.set_env("MICROBATCH_QUEUE__VISIBILITY_SECS", "300");
+            let c = Config::load(None).unwrap();
+            assert_eq!(
+                c.store,
+                StoreConfig::S3(S3Config {
+                    bucket: "mb-loads".into(),
+                    path_style: false
+                })
+            );
+            let QueueConfig::Sqs(q) = &c.queue else {
+                panic!("{:?}", c.queue)
+            };
+            assert_eq!((q.visibility_secs, q.max_receives), (300, 10));
+            assert_eq!(c.receive_wait(), Duration::from_secs(20), "SQS long-polls");
+            assert_eq!(c.stream, StreamConfig::default(), "untouched sections stay local");
+            assert_eq!(c.producer_aggregation(), (Duration::from_millis(20), 1 << 20));
+
+            // A setting of another kind is named, not ignored.
+            jail.set_env("MICROBATCH_QUEUE__KIND", "local");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains("url"), "{err}");
+            jail.set_env("MICROBATCH_QUEUE__KIND", "rabbitmq");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains("rabbitmq") && err.contains("sqs"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn an_aws_kind_without_its_resource_is_refused_at_start() {
+        Jail::expect_with(|jail| {
+            jail.set_env("MICROBATCH_STREAM__KIND", "kinesis");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert_eq!(
+                err,
+                "configuration: stream.name is needed with kind = \"kinesis\" (or set MICROBATCH_STREAM_NAME)"
+            );
+            jail.set_env("MICROBATCH_STREAM_NAME", "events");
+            let c = Config::load(None).unwrap();
+            assert_eq!(
+                c.producer_aggregation(),
+                (Duration::from_millis(100), 50 * 1024),
+                "the KPL's defaults on Kinesis"
+            );
+            jail.set_env("MICROBATCH_PRODUCER__LINGER_MS", "5");
+            assert_eq!(
+                Config::load(None).unwrap().producer_aggregation().0,
+                Duration::from_millis(5)
+            );
+            jail.set_env("MICROBATCH_LEASES__KIND", "dynamodb");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains("leases.table is needed"), "{err}");
+            jail.set_env("MICROBATCH_LEASES__KIND", "local");
+            jail.set_env("MICROBATCH_QUEUE__KIND", "sqs");
+            jail.set_env("MICROBATCH_QUEUE_URL", "http://q");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains("queue.dlq_url is needed"), "{err}");
             Ok(())
         });
     }

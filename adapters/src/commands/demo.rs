@@ -1,12 +1,11 @@
-//! The binary's subcommands.
+//! `microbatch demo`: the whole pipeline on a temporary directory, a realistic workload over
+//! HTTP, and a report of what became queryable how fast.
 
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use microbatch_core::catalog::{Catalog, Mode, Source};
+use microbatch_core::catalog::{Catalog, Mode};
 use microbatch_core::csv::parse_rows;
 use microbatch_core::event::{Envelope, EventId};
 use microbatch_core::mapping::{Lineage, MappedRows, Mapper};
@@ -15,222 +14,10 @@ use microbatch_core::time::Timestamp;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use crate::app::{Shutdown, run_consumer, run_importer, serve_producer};
+use super::{open, println_out, run_all};
+use crate::app::Shutdown;
 use crate::config::{Config, WebhookConfig};
-use crate::embedded::Stack;
 use crate::workload::{self, GITHUB_SECRET, Request, STRIPE_SECRET};
-
-/// The example catalog, built in so that `demo` works from any directory.
-const EXAMPLE_CATALOG: [(&str, &str); 4] = [
-    ("shop.toml", include_str!("../../examples/catalog/shop.toml")),
-    ("web.toml", include_str!("../../examples/catalog/web.toml")),
-    (
-        "payments.toml",
-        include_str!("../../examples/catalog/payments.toml"),
-    ),
-    (
-        "codehost.toml",
-        include_str!("../../examples/catalog/codehost.toml"),
-    ),
-];
-
-/// The configured catalog; the built-in example when the default directory is not there.
-pub fn load_catalog(config: &Config) -> anyhow::Result<Catalog> {
-    let dir = &config.catalog.dir;
-    if !dir.exists() && dir == Path::new("examples/catalog") {
-        tracing::info!("no ./examples/catalog here: using the built-in example catalog");
-        let sources = EXAMPLE_CATALOG.map(|(n, t)| Source {
-            name: n.into(),
-            text: t.into(),
-        });
-        return Ok(Catalog::load(sources)?);
-    }
-    crate::catalog_dir::load(dir)
-}
-
-async fn open(config: &Config) -> anyhow::Result<(Arc<Catalog>, &'static Stack)> {
-    let catalog = Arc::new(load_catalog(config)?);
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("cannot create the data directory {}", config.data_dir.display()))?;
-    // The stack lives as long as the process: leaking it lets the spawned services borrow it.
-    let stack: &'static Stack = Box::leak(Box::new(Stack::open(config).await?));
-    Ok((catalog, stack))
-}
-
-/// Runs all three services until a signal, draining in order: producer, consumer, importer.
-async fn run_all(
-    config: Config,
-    catalog: Arc<Catalog>,
-    stack: &'static Stack,
-    shutdown: Shutdown,
-    bound: Option<tokio::sync::oneshot::Sender<std::net::SocketAddr>>,
-) -> anyhow::Result<()> {
-    let metrics = Some(crate::telemetry::setup_metrics(config.log.metrics));
-    let config = Arc::new(config);
-    let (consumer_stop, importer_stop) = (Shutdown::default(), Shutdown::default());
-    let producer = {
-        let (config, catalog, shutdown, consumer_stop) = (
-            config.clone(),
-            catalog.clone(),
-            shutdown.clone(),
-            consumer_stop.clone(),
-        );
-        tokio::spawn(async move {
-            let result = serve_producer(&config, catalog, &stack.stream, metrics, shutdown, bound).await;
-            consumer_stop.trigger();
-            result
-        })
-    };
-    let consumer = {
-        let (config, catalog, importer_stop, stop) = (
-            config.clone(),
-            catalog.clone(),
-            importer_stop.clone(),
-            consumer_stop.clone(),
-        );
-        tokio::spawn(async move {
-            let result = run_consumer(
-                &config,
-                &catalog,
-                &stack.stream,
-                &stack.store,
-                &stack.leases,
-                stop,
-            )
-            .await;
-            importer_stop.trigger();
-            result
-        })
-    };
-    let importer = {
-        let (config, stop) = (config.clone(), importer_stop.clone());
-        tokio::spawn(async move {
-            run_importer(
-                &config,
-                &catalog,
-                &*stack.queue,
-                &stack.store,
-                &stack.warehouse,
-                stop,
-            )
-            .await
-        })
-    };
-    let emf = tokio::spawn(crate::telemetry::emf_flush(Duration::from_secs(60)));
-    let (p, c, i) = tokio::join!(producer, consumer, importer);
-    emf.abort();
-    crate::telemetry::flush_emf_now();
-    p??;
-    c??;
-    i??;
-    Ok(())
-}
-
-pub async fn run(config: Config) -> anyhow::Result<()> {
-    let (catalog, stack) = open(&config).await?;
-    let shutdown = Shutdown::default();
-    shutdown.on_signals();
-    run_all(config, catalog, stack, shutdown, None).await
-}
-
-pub async fn produce(config: Config) -> anyhow::Result<()> {
-    let (catalog, stack) = open(&config).await?;
-    let shutdown = Shutdown::default();
-    shutdown.on_signals();
-    let metrics = Some(crate::telemetry::setup_metrics(config.log.metrics));
-    let emf = tokio::spawn(crate::telemetry::emf_flush(Duration::from_secs(60)));
-    let result = serve_producer(&config, catalog, &stack.stream, metrics, shutdown, None).await;
-    emf.abort();
-    crate::telemetry::flush_emf_now();
-    result
-}
-
-pub async fn consume(config: Config) -> anyhow::Result<()> {
-    let (catalog, stack) = open(&config).await?;
-    let shutdown = Shutdown::default();
-    shutdown.on_signals();
-    crate::telemetry::setup_metrics(config.log.metrics);
-    let emf = tokio::spawn(crate::telemetry::emf_flush(Duration::from_secs(60)));
-    let result = run_consumer(
-        &config,
-        &catalog,
-        &stack.stream,
-        &stack.store,
-        &stack.leases,
-        shutdown,
-    )
-    .await;
-    emf.abort();
-    crate::telemetry::flush_emf_now();
-    result
-}
-
-pub async fn import(config: Config) -> anyhow::Result<()> {
-    let (catalog, stack) = open(&config).await?;
-    let shutdown = Shutdown::default();
-    shutdown.on_signals();
-    crate::telemetry::setup_metrics(config.log.metrics);
-    let emf = tokio::spawn(crate::telemetry::emf_flush(Duration::from_secs(60)));
-    let result = run_importer(
-        &config,
-        &catalog,
-        &*stack.queue,
-        &stack.store,
-        &stack.warehouse,
-        shutdown,
-    )
-    .await;
-    emf.abort();
-    crate::telemetry::flush_emf_now();
-    result
-}
-
-pub async fn migrate(config: Config) -> anyhow::Result<()> {
-    use microbatch_core::ports::Warehouse as _;
-    let (catalog, stack) = open(&config).await?;
-    stack
-        .warehouse
-        .migrate(&catalog)
-        .await
-        .context("migration failed")?;
-    println_out(&format!(
-        "warehouse migrated: {} tables for catalog {}",
-        catalog.tables().len(),
-        catalog.version()
-    ));
-    Ok(())
-}
-
-pub async fn check(config: Config) -> anyhow::Result<()> {
-    let catalog = load_catalog(&config)?;
-    println_out(&format!(
-        "configuration: ok\ncatalog {}: {} event types, {} tables",
-        catalog.version(),
-        catalog.event_types().count(),
-        catalog.tables().len()
-    ));
-    let stack = Stack::open(&config).await?;
-    let differences = stack.warehouse.schema_diff(&catalog).await?;
-    if differences.is_empty() {
-        println_out("warehouse: every catalog table and column is there");
-        Ok(())
-    } else {
-        for d in &differences {
-            println_out(&format!("warehouse: {d}"));
-        }
-        bail!(
-            "the warehouse differs from the catalog in {} place(s); run `microbatch migrate`",
-            differences.len()
-        )
-    }
-}
-
-#[allow(clippy::print_stdout)]
-fn println_out(line: &str) {
-    println!("{line}");
-}
-
-// --- demo --------------------------------------------------------------------------------------
 
 /// Rows each table should hold once every accepted event is loaded, worked out with the same
 /// mapper the consumer uses (upsert tables: one row per key).
@@ -408,7 +195,7 @@ pub async fn demo(mut config: Config, events: usize, serve: bool) -> anyhow::Res
 
     let deadline = Instant::now() + Duration::from_secs(120);
     let counts = loop {
-        let counts = stack.warehouse.row_counts(&catalog).await?;
+        let counts = stack.warehouse().await?.row_counts(&catalog).await?;
         let done = expected
             .iter()
             .all(|(t, n)| counts.get(t).copied().unwrap_or(0) >= *n);
@@ -420,7 +207,7 @@ pub async fn demo(mut config: Config, events: usize, serve: bool) -> anyhow::Res
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let mut freshness = stack.warehouse.freshness_seconds().await?;
+    let mut freshness = stack.warehouse().await?.freshness_seconds().await?;
     freshness.sort_by(f64::total_cmp);
     println_out(&format!("\n{:<20} {:>8} {:>8}", "table", "rows", "expected"));
     for (table, n) in &counts {

@@ -1,0 +1,192 @@
+//! The binary's subcommands: the services (`run`, `produce`, `consume`, `import`) here;
+//! [`check`], [`dlq`] and [`demo`] in their own modules.
+
+mod check;
+mod demo;
+mod dlq;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use microbatch_core::catalog::{Catalog, Source};
+
+use crate::app::{Shutdown, run_consumer, run_importer, serve_producer};
+use crate::config::Config;
+use crate::stack::Stack;
+
+pub use check::check;
+pub use demo::demo;
+pub use dlq::{dlq_list, dlq_replay};
+
+/// The example catalog, built in so that `demo` works from any directory.
+const EXAMPLE_CATALOG: [(&str, &str); 4] = [
+    ("shop.toml", include_str!("../../../examples/catalog/shop.toml")),
+    ("web.toml", include_str!("../../../examples/catalog/web.toml")),
+    (
+        "payments.toml",
+        include_str!("../../../examples/catalog/payments.toml"),
+    ),
+    (
+        "codehost.toml",
+        include_str!("../../../examples/catalog/codehost.toml"),
+    ),
+];
+
+/// The configured catalog; the built-in example when the default directory is not there.
+pub fn load_catalog(config: &Config) -> anyhow::Result<Catalog> {
+    let dir = &config.catalog.dir;
+    if !dir.exists() && dir == Path::new("examples/catalog") {
+        tracing::info!("no ./examples/catalog here: using the built-in example catalog");
+        let sources = EXAMPLE_CATALOG.map(|(n, t)| Source {
+            name: n.into(),
+            text: t.into(),
+        });
+        return Ok(Catalog::load(sources)?);
+    }
+    crate::catalog_dir::load(dir)
+}
+
+async fn open(config: &Config) -> anyhow::Result<(Arc<Catalog>, &'static Stack)> {
+    let catalog = Arc::new(load_catalog(config)?);
+    // The stack lives as long as the process: leaking it lets the spawned services borrow it.
+    let stack: &'static Stack = Box::leak(Box::new(Stack::open(config).await?));
+    Ok((catalog, stack))
+}
+
+/// Runs all three services until a signal, draining in order: producer, consumer, importer.
+async fn run_all(
+    config: Config,
+    catalog: Arc<Catalog>,
+    stack: &'static Stack,
+    shutdown: Shutdown,
+    bound: Option<tokio::sync::oneshot::Sender<std::net::SocketAddr>>,
+) -> anyhow::Result<()> {
+    let metrics = Some(crate::telemetry::setup_metrics(config.log.metrics));
+    let config = Arc::new(config);
+    let (consumer_stop, importer_stop) = (Shutdown::default(), Shutdown::default());
+    let producer = {
+        let (config, catalog, shutdown, consumer_stop) = (
+            config.clone(),
+            catalog.clone(),
+            shutdown.clone(),
+            consumer_stop.clone(),
+        );
+        tokio::spawn(async move {
+            let result = serve_producer(&config, catalog, &stack.stream, metrics, shutdown, bound).await;
+            consumer_stop.trigger();
+            result
+        })
+    };
+    let consumer = {
+        let (config, catalog, importer_stop, stop) = (
+            config.clone(),
+            catalog.clone(),
+            importer_stop.clone(),
+            consumer_stop.clone(),
+        );
+        tokio::spawn(async move {
+            let result = run_consumer(
+                &config,
+                &catalog,
+                &stack.stream,
+                &stack.store,
+                &stack.leases,
+                stop,
+            )
+            .await;
+            importer_stop.trigger();
+            result
+        })
+    };
+    let importer = {
+        let (config, stop) = (config.clone(), importer_stop.clone());
+        let warehouse = stack.warehouse().await?;
+        tokio::spawn(async move {
+            run_importer(&config, &catalog, &stack.queue, &stack.store, warehouse, stop).await
+        })
+    };
+    let emf = tokio::spawn(crate::telemetry::emf_flush(Duration::from_secs(60)));
+    let (p, c, i) = tokio::join!(producer, consumer, importer);
+    emf.abort();
+    crate::telemetry::flush_emf_now();
+    p??;
+    c??;
+    i??;
+    Ok(())
+}
+
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let (catalog, stack) = open(&config).await?;
+    let shutdown = Shutdown::default();
+    shutdown.on_signals();
+    run_all(config, catalog, stack, shutdown, None).await
+}
+
+pub async fn produce(config: Config) -> anyhow::Result<()> {
+    let (catalog, stack) = open(&config).await?;
+    let shutdown = Shutdown::default();
+    shutdown.on_signals();
+    let metrics = Some(crate::telemetry::setup_metrics(config.log.metrics));
+    let emf = tokio::spawn(crate::telemetry::emf_flush(Duration::from_secs(60)));
+    let result = serve_producer(&config, catalog, &stack.stream, metrics, shutdown, None).await;
+    emf.abort();
+    crate::telemetry::flush_emf_now();
+    result
+}
+
+pub async fn consume(config: Config) -> anyhow::Result<()> {
+    let (catalog, stack) = open(&config).await?;
+    let shutdown = Shutdown::default();
+    shutdown.on_signals();
+    crate::telemetry::setup_metrics(config.log.metrics);
+    let emf = tokio::spawn(crate::telemetry::emf_flush(Duration::from_secs(60)));
+    let result = run_consumer(
+        &config,
+        &catalog,
+        &stack.stream,
+        &stack.store,
+        &stack.leases,
+        shutdown,
+    )
+    .await;
+    emf.abort();
+    crate::telemetry::flush_emf_now();
+    result
+}
+
+pub async fn import(config: Config) -> anyhow::Result<()> {
+    let (catalog, stack) = open(&config).await?;
+    let shutdown = Shutdown::default();
+    shutdown.on_signals();
+    crate::telemetry::setup_metrics(config.log.metrics);
+    let emf = tokio::spawn(crate::telemetry::emf_flush(Duration::from_secs(60)));
+    let warehouse = stack.warehouse().await?;
+    let result = run_importer(&config, &catalog, &stack.queue, &stack.store, warehouse, shutdown).await;
+    emf.abort();
+    crate::telemetry::flush_emf_now();
+    result
+}
+
+pub async fn migrate(config: Config) -> anyhow::Result<()> {
+    use microbatch_core::ports::Warehouse as _;
+    let (catalog, stack) = open(&config).await?;
+    stack
+        .warehouse()
+        .await?
+        .migrate(&catalog)
+        .await
+        .context("migration failed")?;
+    println_out(&format!(
+        "warehouse migrated: {} tables for catalog {}",
+        catalog.tables().len(),
+        catalog.version()
+    ));
+    Ok(())
+}
+
+#[allow(clippy::print_stdout)]
+pub(crate) fn println_out(line: &str) {
+    println!("{line}");
+}
