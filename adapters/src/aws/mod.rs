@@ -61,6 +61,12 @@ impl Aws {
         Ok(Aws { sdk })
     }
 
+    /// A configuration made elsewhere (tests point one at the emulator without touching the
+    /// process's environment).
+    pub fn from_sdk(sdk: SdkConfig) -> Self {
+        Aws { sdk }
+    }
+
     pub fn sdk(&self) -> &SdkConfig {
         &self.sdk
     }

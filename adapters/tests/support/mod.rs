@@ -1,0 +1,321 @@
+//! What the AWS integration tests share: the emulator's endpoint, AWS resources made for one
+//! test (named apart, so tests run in parallel against one emulator), and the `microbatch`
+//! binary started against them.
+//!
+//! The emulator is moto, started by `./scripts/test` (scripts/moto/start), which exports
+//! `MICROBATCH_TEST_AWS_ENDPOINT`. Without it these tests fail, saying how to start it: they
+//! never skip.
+
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use aws_config::{BehaviorVersion, Region};
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+};
+use aws_sdk_kinesis::config::Credentials;
+use aws_sdk_s3::types::{
+    Event, FilterRule, FilterRuleName, NotificationConfiguration, NotificationConfigurationFilter,
+    QueueConfiguration, S3KeyFilter,
+};
+use aws_sdk_sqs::types::QueueAttributeName;
+use microbatch_adapters::aws::Aws;
+
+pub const REGION: &str = "us-east-1";
+
+/// The emulator's endpoint, or a failure saying how to get one.
+pub fn endpoint() -> String {
+    std::env::var("MICROBATCH_TEST_AWS_ENDPOINT").unwrap_or_else(|_| {
+        panic!(
+            "MICROBATCH_TEST_AWS_ENDPOINT is not set: this test needs the local AWS emulator. \
+             ./scripts/test starts it; by hand: scripts/moto/start /tmp/moto && \
+             export MICROBATCH_TEST_AWS_ENDPOINT=http://127.0.0.1:$(cat /tmp/moto/port)"
+        )
+    })
+}
+
+/// The SDK configuration a test's own clients use: the emulator, a region, static keys.
+pub async fn aws() -> Aws {
+    let sdk = aws_config::defaults(BehaviorVersion::latest())
+        .endpoint_url(endpoint())
+        .region(Region::new(REGION))
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "tests"))
+        .load()
+        .await;
+    Aws::from_sdk(sdk)
+}
+
+/// The environment a `microbatch` child needs to reach the emulator: what a deployment's task
+/// gets from its role and region, plus the endpoint.
+pub fn aws_env() -> Vec<(String, String)> {
+    vec![
+        ("AWS_ENDPOINT_URL".into(), endpoint()),
+        ("AWS_REGION".into(), REGION.into()),
+        ("AWS_ACCESS_KEY_ID".into(), "testing".into()),
+        ("AWS_SECRET_ACCESS_KEY".into(), "testing".into()),
+        // No profile files or instance metadata lookups from the test machine.
+        ("AWS_CONFIG_FILE".into(), "/dev/null".into()),
+        ("AWS_SHARED_CREDENTIALS_FILE".into(), "/dev/null".into()),
+        ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
+    ]
+}
+
+/// A name no other test (or earlier run against the same emulator) uses.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        % 100_000_000;
+    format!(
+        "{prefix}-{}-{now}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// The resources of one pipeline: a stream, a bucket announcing `loads/` to a queue with a
+/// dead-letter queue, and a lease table.
+#[derive(Debug, Clone)]
+pub struct Resources {
+    pub stream: String,
+    pub bucket: String,
+    pub queue_url: String,
+    pub dlq_url: String,
+    pub table: String,
+    pub visibility_secs: u32,
+    pub max_receives: u32,
+}
+
+pub async fn create_stream(aws: &Aws, name: &str, shards: i32) {
+    let k = aws_sdk_kinesis::Client::new(aws.sdk());
+    k.create_stream()
+        .stream_name(name)
+        .shard_count(shards)
+        .send()
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = k
+            .describe_stream_summary()
+            .stream_name(name)
+            .send()
+            .await
+            .unwrap();
+        if out.stream_description_summary().unwrap().stream_status().as_str() == "ACTIVE" {
+            return;
+        }
+        assert!(Instant::now() < deadline, "stream {name} never became ACTIVE");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub async fn create_queues(
+    aws: &Aws,
+    name: &str,
+    visibility_secs: u32,
+    max_receives: u32,
+) -> (String, String) {
+    let sqs = aws_sdk_sqs::Client::new(aws.sdk());
+    let dlq_url = sqs
+        .create_queue()
+        .queue_name(format!("{name}-dlq"))
+        .send()
+        .await
+        .unwrap()
+        .queue_url()
+        .unwrap()
+        .to_owned();
+    let dlq_arn = sqs
+        .get_queue_attributes()
+        .queue_url(&dlq_url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes()
+        .unwrap()[&QueueAttributeName::QueueArn]
+        .clone();
+    let queue_url = sqs
+        .create_queue()
+        .queue_name(name)
+        .attributes(QueueAttributeName::VisibilityTimeout, visibility_secs.to_string())
+        .attributes(
+            QueueAttributeName::RedrivePolicy,
+            format!(r#"{{"deadLetterTargetArn":"{dlq_arn}","maxReceiveCount":"{max_receives}"}}"#),
+        )
+        .send()
+        .await
+        .unwrap()
+        .queue_url()
+        .unwrap()
+        .to_owned();
+    (queue_url, dlq_url)
+}
+
+/// A bucket whose new objects under `loads/` are announced to the queue at `queue_url`.
+pub async fn create_bucket(aws: &Aws, bucket: &str, queue_url: &str) {
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(aws.sdk())
+            .force_path_style(true)
+            .build(),
+    );
+    s3.create_bucket().bucket(bucket).send().await.unwrap();
+    let sqs = aws_sdk_sqs::Client::new(aws.sdk());
+    let arn = sqs
+        .get_queue_attributes()
+        .queue_url(queue_url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes()
+        .unwrap()[&QueueAttributeName::QueueArn]
+        .clone();
+    let prefix = FilterRule::builder()
+        .name(FilterRuleName::Prefix)
+        .value("loads/")
+        .build();
+    let config = NotificationConfiguration::builder()
+        .queue_configurations(
+            QueueConfiguration::builder()
+                .queue_arn(arn)
+                .events(Event::S3ObjectCreated)
+                .filter(
+                    NotificationConfigurationFilter::builder()
+                        .key(S3KeyFilter::builder().filter_rules(prefix).build())
+                        .build(),
+                )
+                .build()
+                .unwrap(),
+        )
+        .build();
+    s3.put_bucket_notification_configuration()
+        .bucket(bucket)
+        .notification_configuration(config)
+        .send()
+        .await
+        .unwrap();
+}
+
+pub async fn create_lease_table(aws: &Aws, table: &str) {
+    let ddb = aws_sdk_dynamodb::Client::new(aws.sdk());
+    ddb.create_table()
+        .table_name(table)
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("leaseKey")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .unwrap(),
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("leaseKey")
+                .key_type(KeyType::Hash)
+                .build()
+                .unwrap(),
+        )
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .unwrap();
+}
+
+impl Resources {
+    /// Everything of one pipeline, created on the emulator.
+    pub async fn create(aws: &Aws, shards: i32, visibility_secs: u32, max_receives: u32) -> Resources {
+        let name = unique("mb");
+        let (queue_url, dlq_url) = create_queues(aws, &name, visibility_secs, max_receives).await;
+        create_stream(aws, &name, shards).await;
+        create_bucket(aws, &name, &queue_url).await;
+        create_lease_table(aws, &name).await;
+        Resources {
+            stream: name.clone(),
+            bucket: name.clone(),
+            queue_url,
+            dlq_url,
+            table: name,
+            visibility_secs,
+            max_receives,
+        }
+    }
+
+    /// The configuration of a deployment on these resources (the variables
+    /// infra/modules/services passes), for a `microbatch` child.
+    pub fn env(&self) -> Vec<(String, String)> {
+        let mut env = aws_env();
+        env.extend(
+            [
+                ("MICROBATCH_STREAM__KIND", "kinesis"),
+                ("MICROBATCH_STREAM_NAME", self.stream.as_str()),
+                ("MICROBATCH_STORE__KIND", "s3"),
+                ("MICROBATCH_BUCKET", self.bucket.as_str()),
+                ("MICROBATCH_STORE__PATH_STYLE", "true"),
+                ("MICROBATCH_QUEUE__KIND", "sqs"),
+                ("MICROBATCH_QUEUE_URL", self.queue_url.as_str()),
+                ("MICROBATCH_DLQ_URL", self.dlq_url.as_str()),
+                ("MICROBATCH_LEASES__KIND", "dynamodb"),
+                ("MICROBATCH_LEASE_TABLE", self.table.as_str()),
+            ]
+            .map(|(k, v)| (k.to_owned(), v.to_owned())),
+        );
+        env.push((
+            "MICROBATCH_QUEUE__VISIBILITY_SECS".into(),
+            self.visibility_secs.to_string(),
+        ));
+        env.push((
+            "MICROBATCH_QUEUE__MAX_RECEIVES".into(),
+            self.max_receives.to_string(),
+        ));
+        env
+    }
+}
+
+/// A `microbatch <command>` child with a clean environment plus `env`.
+pub fn microbatch(command: &[&str], data: &Path, env: &[(String, String)]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_microbatch"))
+        .args(command)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("MICROBATCH_DATA_DIR", data)
+        .env(
+            "MICROBATCH_CATALOG__DIR",
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/catalog"),
+        )
+        .env("MICROBATCH_LOG__FILTER", "warn")
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("the microbatch binary starts")
+}
+
+/// SIGTERM, by the `kill` command.
+pub fn terminate(child: &Child) {
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+}
+
+/// Waits for a child's exit, failing the test if it takes longer than `within`.
+pub fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the process did not exit within {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
