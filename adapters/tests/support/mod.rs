@@ -319,3 +319,195 @@ pub fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatu
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+// --- PostgreSQL ----------------------------------------------------------------------------------
+
+pub fn database_url() -> String {
+    std::env::var("MICROBATCH_TEST_DATABASE_URL").unwrap_or_else(|_| {
+        panic!(
+            "MICROBATCH_TEST_DATABASE_URL is not set: this test needs PostgreSQL; ./scripts/test \
+             starts one (or uses the server on 127.0.0.1:5432)"
+        )
+    })
+}
+
+/// Rows of `table` in `schema`, and how many distinct (`_event_id`, `_row_index`) among them.
+pub async fn row_counts(pool: &sqlx::PgPool, schema: &str, table: &str) -> (i64, i64) {
+    use sqlx::Row;
+    let row = sqlx::query(&format!(
+        "SELECT count(*), count(DISTINCT (_event_id, _row_index)) FROM \"{schema}\".\"{table}\""
+    ))
+    .fetch_one(pool)
+    .await;
+    match row {
+        Ok(r) => (r.get(0), r.get(1)),
+        // Not migrated yet.
+        Err(_) => (0, 0),
+    }
+}
+
+pub async fn drop_schema(pool: &sqlx::PgPool, schema: &str) {
+    sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+        .execute(pool)
+        .await
+        .unwrap();
+}
+
+// --- events --------------------------------------------------------------------------------------
+
+/// Ten events of request `n` from the example catalog: five page views (one `page_views` row
+/// each) and five orders (one `orders` row and two `order_items` rows each).
+pub fn events(n: usize) -> Vec<serde_json::Value> {
+    use serde_json::json;
+    (0..10)
+        .map(|i| {
+            let id = format!("e-{n}-{i}");
+            if i % 2 == 0 {
+                json!({"type": "page_viewed", "id": id, "payload": {"session_id": format!("s{n}"), "path": format!("/p/{i}")}})
+            } else {
+                json!({"type": "order_placed", "id": id, "payload": {"order_id": id, "customer_id": "c", "currency": "EUR", "total": 1.5, "items": [{"sku": "a", "quantity": 1}, {"sku": "b", "quantity": 2}]}})
+            }
+        })
+        .collect()
+}
+
+/// Rows per table that `requests` requests of [`events`] make.
+pub fn expected_rows(requests: usize) -> [(&'static str, i64); 3] {
+    let r = requests as i64;
+    [("page_views", 5 * r), ("orders", 5 * r), ("order_items", 10 * r)]
+}
+
+/// Sends request `n` until the producer answers 202 (resending the same ids, as a client
+/// retries).
+pub async fn send_until_accepted(client: &reqwest::Client, base: &str, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        match client.post(format!("{base}/v1/events")).json(&events(n)).send().await {
+            Ok(r) if r.status().as_u16() == 202 => return,
+            _ => {
+                assert!(Instant::now() < deadline, "request {n} was never accepted");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+pub async fn wait_ready(client: &reqwest::Client, base: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if let Ok(r) = client.get(format!("{base}/readyz")).send().await
+            && r.status().is_success()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the producer did not become ready at {base}");
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A deployment on the emulator and PostgreSQL: the three services as separate processes, as
+/// infra/ runs them, with settings that make a test quick (short flushes, leases and polls).
+pub struct Pipeline {
+    pub aws: Aws,
+    pub resources: Resources,
+    pub schema: String,
+    pub pool: sqlx::PgPool,
+    pub data: tempfile::TempDir,
+    pub base: String,
+    pub port: u16,
+    pub client: reqwest::Client,
+    pub extra: Vec<(String, String)>,
+}
+
+impl Pipeline {
+    pub async fn new(shards: i32, visibility_secs: u32, max_receives: u32) -> Pipeline {
+        let aws = aws().await;
+        let resources = Resources::create(&aws, shards, visibility_secs, max_receives).await;
+        let pool = sqlx::PgPool::connect(&database_url()).await.unwrap_or_else(|e| {
+            panic!("this test needs PostgreSQL at {}: {e}", database_url());
+        });
+        let port = free_port();
+        Pipeline {
+            aws,
+            schema: unique("mbaws").replace('-', "_"),
+            resources,
+            pool,
+            data: tempfile::tempdir().unwrap(),
+            base: format!("http://127.0.0.1:{port}"),
+            port,
+            client: reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap(),
+            extra: Vec::new(),
+        }
+    }
+
+    /// The environment of every service: the resources, the warehouse, quick timings, then
+    /// the test's own settings.
+    pub fn env(&self) -> Vec<(String, String)> {
+        let mut env = self.resources.env();
+        env.extend(
+            [
+                ("MICROBATCH_WAREHOUSE_URL", database_url()),
+                ("MICROBATCH_WAREHOUSE__SCHEMA", self.schema.clone()),
+                ("MICROBATCH_PRODUCER__LISTEN", format!("127.0.0.1:{}", self.port)),
+                ("MICROBATCH_PRODUCER__LINGER_MS", "20".into()),
+                ("MICROBATCH_CONSUMER__FLUSH_INTERVAL_MS", "300".into()),
+                ("MICROBATCH_CONSUMER__IDLE_POLL_MS", "50".into()),
+                ("MICROBATCH_CONSUMER__LEASE_SYNC_MS", "500".into()),
+                ("MICROBATCH_CONSUMER__SHARD_SYNC_MS", "1000".into()),
+                ("MICROBATCH_CONSUMER__FAILOVER_MS", "3000".into()),
+                ("MICROBATCH_IMPORTER__RECEIVE_WAIT_MS", "1000".into()),
+                ("MICROBATCH_IMPORTER__BACKOFF_BASE_MS", "200".into()),
+                ("MICROBATCH_IMPORTER__BACKOFF_CAP_MS", "1000".into()),
+            ]
+            .map(|(k, v)| (k.to_owned(), v)),
+        );
+        env.extend(self.extra.iter().cloned());
+        env
+    }
+
+    /// `microbatch <service>` with this pipeline's environment and `more`.
+    pub fn start(&self, service: &str, more: &[(&str, &str)]) -> Child {
+        let mut env = self.env();
+        env.extend(more.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        microbatch(&[service], self.data.path(), &env)
+    }
+
+    /// Waits until every table has at least its expected rows (or the time is up), then
+    /// returns (rows, distinct rows) per table.
+    pub async fn wait_rows(&self, expected: &[(&str, i64)], within: Duration) -> Vec<(String, i64, i64)> {
+        let deadline = Instant::now() + within;
+        loop {
+            let mut counts = Vec::new();
+            for (table, _) in expected {
+                let (rows, distinct) = row_counts(&self.pool, &self.schema, table).await;
+                counts.push(((*table).to_owned(), rows, distinct));
+            }
+            let done = counts.iter().zip(expected).all(|((_, rows, _), (_, n))| rows >= n);
+            if done || Instant::now() > deadline {
+                return counts;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Asserts every table holds exactly its expected rows, none twice.
+    pub async fn assert_exactly_once(&self, expected: &[(&str, i64)], within: Duration) {
+        let counts = self.wait_rows(expected, within).await;
+        // A little longer, so that a duplicate arriving late is seen too.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let counts_after = self.wait_rows(expected, Duration::ZERO).await;
+        assert_eq!(counts, counts_after, "rows still arriving after the expected count");
+        for ((table, rows, distinct), (_, n)) in counts.iter().zip(expected) {
+            assert_eq!(distinct, rows, "{table}: a row twice");
+            assert_eq!(rows, n, "{table}: every accepted event's rows exactly once");
+        }
+    }
+
+    pub async fn cleanup(&self) {
+        drop_schema(&self.pool, &self.schema).await;
+    }
+}
