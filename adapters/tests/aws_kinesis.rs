@@ -62,7 +62,9 @@ async fn concurrent_puts_to_one_shard_lose_nothing_and_repeat_no_sequence_number
         handles.push(tokio::spawn(async move {
             let mut seqs = Vec::new();
             for c in 0..calls {
-                let records = (0..per_call).map(|r| record("p", format!("{t}-{c}-{r}"))).collect();
+                let records = (0..per_call)
+                    .map(|r| record("p", format!("{t}-{c}-{r}")))
+                    .collect();
                 for ack in stream.put_records(records).await.unwrap() {
                     seqs.push(ack.unwrap().seq);
                 }
@@ -92,16 +94,23 @@ async fn a_reshard_leaves_parents_their_records_and_they_end() {
     let name = support::unique("harness");
     support::create_stream(&aws, &name, 1).await;
     let stream = KinesisStream::new(&aws, &name);
-    let before: Vec<PutRecord> = (0..30).map(|i| record(&format!("k{i}"), format!("before {i}"))).collect();
+    let before: Vec<PutRecord> = (0..30)
+        .map(|i| record(&format!("k{i}"), format!("before {i}")))
+        .collect();
     stream.put_records(before).await.unwrap();
     let parent = stream.list_shards().await.unwrap().remove(0);
 
     // Split (1 → 2), then put more: they must land in the children, by their ranges.
     update_shard_count(&aws, &name, 2).await;
-    let after: Vec<PutRecord> = (0..30).map(|i| record(&format!("k{i}"), format!("after {i}"))).collect();
+    let after: Vec<PutRecord> = (0..30)
+        .map(|i| record(&format!("k{i}"), format!("after {i}")))
+        .collect();
     let acks = stream.put_records(after).await.unwrap();
     let shards = stream.list_shards().await.unwrap();
-    let children: Vec<_> = shards.iter().filter(|s| s.parent.as_ref() == Some(&parent.id)).collect();
+    let children: Vec<_> = shards
+        .iter()
+        .filter(|s| s.parent.as_ref() == Some(&parent.id))
+        .collect();
     assert_eq!(children.len(), 2, "{shards:?}");
     assert!(shards.iter().find(|s| s.id == parent.id).unwrap().closed);
     for ack in &acks {
@@ -110,14 +119,24 @@ async fn a_reshard_leaves_parents_their_records_and_they_end() {
     }
 
     let (read, ended) = drain(&stream, &parent.id).await;
-    let data: Vec<String> = read.iter().map(|r| String::from_utf8(r.data.clone()).unwrap()).collect();
-    assert_eq!(data, (0..30).map(|i| format!("before {i}")).collect::<Vec<_>>(), "exactly its own");
+    let data: Vec<String> = read
+        .iter()
+        .map(|r| String::from_utf8(r.data.clone()).unwrap())
+        .collect();
+    assert_eq!(
+        data,
+        (0..30).map(|i| format!("before {i}")).collect::<Vec<_>>(),
+        "exactly its own"
+    );
     assert!(ended, "the closed parent ends once read");
     let mut in_children = 0;
     for child in &children {
         let (read, ended) = drain(&stream, &child.id).await;
         assert!(!ended, "an open shard does not end");
-        assert!(read.iter().all(|r| r.data.starts_with(b"after")), "no parent records copied");
+        assert!(
+            read.iter().all(|r| r.data.starts_with(b"after")),
+            "no parent records copied"
+        );
         in_children += read.len();
     }
     assert_eq!(in_children, 30);
@@ -126,9 +145,16 @@ async fn a_reshard_leaves_parents_their_records_and_they_end() {
     update_shard_count(&aws, &name, 1).await;
     let shards = stream.list_shards().await.unwrap();
     let merged = shards.iter().find(|s| !s.closed).unwrap();
-    assert!(merged.parent.is_some() && merged.adjacent_parent.is_some(), "{merged:?}");
+    assert!(
+        merged.parent.is_some() && merged.adjacent_parent.is_some(),
+        "{merged:?}"
+    );
     let (read, ended) = drain(&stream, &merged.id).await;
-    assert!(read.is_empty() && !ended, "{} records copied into the merged shard", read.len());
+    assert!(
+        read.is_empty() && !ended,
+        "{} records copied into the merged shard",
+        read.len()
+    );
     for child in &children {
         let (read, ended) = drain(&stream, &child.id).await;
         assert!(ended && !read.is_empty());

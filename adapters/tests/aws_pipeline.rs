@@ -23,11 +23,18 @@ async fn events_flow_from_http_through_kinesis_s3_and_sqs_into_postgres_exactly_
     for n in 0..REQUESTS {
         send_until_accepted(&p.client, &p.base, n).await;
     }
-    p.assert_exactly_once(&expected_rows(REQUESTS), Duration::from_secs(90)).await;
+    p.assert_exactly_once(&expected_rows(REQUESTS), Duration::from_secs(90))
+        .await;
     // Both shards carried events and were checkpointed.
-    let leases = DynamoLeases::new(&p.aws, &p.resources.table).list().await.unwrap();
+    let leases = DynamoLeases::new(&p.aws, &p.resources.table)
+        .list()
+        .await
+        .unwrap();
     assert_eq!(leases.len(), 2, "{leases:?}");
-    assert!(leases.iter().all(|l| matches!(l.checkpoint, Checkpoint::At(_))), "{leases:?}");
+    assert!(
+        leases.iter().all(|l| matches!(l.checkpoint, Checkpoint::At(_))),
+        "{leases:?}"
+    );
     for child in [&mut producer, &mut consumer, &mut importer] {
         terminate(child);
         assert!(wait_exit(child, Duration::from_secs(40)).success());
@@ -75,16 +82,23 @@ async fn a_killed_consumers_leases_move_within_the_failover_time() {
         if held.iter().all(|l| l.owner.as_deref() == Some("b")) {
             break killed.elapsed();
         }
-        assert!(killed.elapsed() < Duration::from_secs(30), "a's leases never moved: {held:?}");
+        assert!(
+            killed.elapsed() < Duration::from_secs(30),
+            "a's leases never moved: {held:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     eprintln!("leases moved {moved:?} after the kill (failover 3 s, lease sync 0.5 s)");
-    assert!(moved >= Duration::from_secs(2), "taken before the failover time: {moved:?}");
+    assert!(
+        moved >= Duration::from_secs(2),
+        "taken before the failover time: {moved:?}"
+    );
     for _ in 0..10 {
         send_until_accepted(&p.client, &p.base, n).await;
         n += 1;
     }
-    p.assert_exactly_once(&expected_rows(n), Duration::from_secs(90)).await;
+    p.assert_exactly_once(&expected_rows(n), Duration::from_secs(90))
+        .await;
     for item in leases.items().await.unwrap() {
         check_kcl_item(&item).unwrap_or_else(|e| panic!("{e}: {item:?}"));
     }
@@ -101,7 +115,10 @@ async fn a_killed_consumers_leases_move_within_the_failover_time() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reshard_mid_stream_reads_parents_before_children() {
     let p = Pipeline::new(2, 30, 5).await;
-    let mut producer = p.start("produce", &[("MICROBATCH_PRODUCER__STREAM_FAILURE_GRACE_MS", "60000")]);
+    let mut producer = p.start(
+        "produce",
+        &[("MICROBATCH_PRODUCER__STREAM_FAILURE_GRACE_MS", "60000")],
+    );
     let mut consumer = p.start("consume", &[("MICROBATCH_CONSUMER__WORKER_ID", "w1")]);
     let mut importer = p.start("import", &[]);
     wait_ready(&p.client, &p.base).await;
@@ -143,7 +160,8 @@ async fn a_reshard_mid_stream_reads_parents_before_children() {
         }
         assert!(Instant::now() < deadline, "the children never started: {all:?}");
     }
-    p.assert_exactly_once(&expected_rows(n), Duration::from_secs(90)).await;
+    p.assert_exactly_once(&expected_rows(n), Duration::from_secs(90))
+        .await;
     for child in [&mut producer, &mut consumer, &mut importer] {
         terminate(child);
         assert!(wait_exit(child, Duration::from_secs(40)).success());
@@ -186,7 +204,8 @@ async fn sigterm_mid_load_drains_each_service_and_loses_nothing() {
         n += 15;
     }
     wait_ready(&p.client, &p.base).await;
-    p.assert_exactly_once(&expected_rows(n), Duration::from_secs(90)).await;
+    p.assert_exactly_once(&expected_rows(n), Duration::from_secs(90))
+        .await;
     for child in [&mut producer, &mut consumer, &mut importer] {
         terminate(child);
         assert!(wait_exit(child, Duration::from_secs(40)).success());

@@ -382,7 +382,12 @@ pub fn expected_rows(requests: usize) -> [(&'static str, i64); 3] {
 pub async fn send_until_accepted(client: &reqwest::Client, base: &str, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        match client.post(format!("{base}/v1/events")).json(&events(n)).send().await {
+        match client
+            .post(format!("{base}/v1/events"))
+            .json(&events(n))
+            .send()
+            .await
+        {
             Ok(r) if r.status().as_u16() == 202 => return,
             _ => {
                 assert!(Instant::now() < deadline, "request {n} was never accepted");
@@ -406,7 +411,11 @@ pub async fn wait_ready(client: &reqwest::Client, base: &str) {
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A deployment on the emulator and PostgreSQL: the three services as separate processes, as
@@ -421,6 +430,21 @@ pub struct Pipeline {
     pub port: u16,
     pub client: reqwest::Client,
     pub extra: Vec<(String, String)>,
+    /// Every service started, killed when the pipeline is dropped: a failing test leaves no
+    /// process behind.
+    started: std::sync::Mutex<Vec<u32>>,
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        for pid in self.started.lock().map(|p| p.clone()).unwrap_or_default() {
+            let _ = Command::new("kill")
+                .arg("-KILL")
+                .arg(pid.to_string())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
 }
 
 impl Pipeline {
@@ -439,8 +463,12 @@ impl Pipeline {
             data: tempfile::tempdir().unwrap(),
             base: format!("http://127.0.0.1:{port}"),
             port,
-            client: reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap(),
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .unwrap(),
             extra: Vec::new(),
+            started: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -473,7 +501,11 @@ impl Pipeline {
     pub fn start(&self, service: &str, more: &[(&str, &str)]) -> Child {
         let mut env = self.env();
         env.extend(more.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
-        microbatch(&[service], self.data.path(), &env)
+        let child = microbatch(&[service], self.data.path(), &env);
+        if let Ok(mut started) = self.started.lock() {
+            started.push(child.id());
+        }
+        child
     }
 
     /// Waits until every table has at least its expected rows (or the time is up), then
@@ -486,7 +518,10 @@ impl Pipeline {
                 let (rows, distinct) = row_counts(&self.pool, &self.schema, table).await;
                 counts.push(((*table).to_owned(), rows, distinct));
             }
-            let done = counts.iter().zip(expected).all(|((_, rows, _), (_, n))| rows >= n);
+            let done = counts
+                .iter()
+                .zip(expected)
+                .all(|((_, rows, _), (_, n))| rows >= n);
             if done || Instant::now() > deadline {
                 return counts;
             }
@@ -500,7 +535,10 @@ impl Pipeline {
         // A little longer, so that a duplicate arriving late is seen too.
         tokio::time::sleep(Duration::from_secs(1)).await;
         let counts_after = self.wait_rows(expected, Duration::ZERO).await;
-        assert_eq!(counts, counts_after, "rows still arriving after the expected count");
+        assert_eq!(
+            counts, counts_after,
+            "rows still arriving after the expected count"
+        );
         for ((table, rows, distinct), (_, n)) in counts.iter().zip(expected) {
             assert_eq!(distinct, rows, "{table}: a row twice");
             assert_eq!(rows, n, "{table}: every accepted event's rows exactly once");
@@ -510,4 +548,9 @@ impl Pipeline {
     pub async fn cleanup(&self) {
         drop_schema(&self.pool, &self.schema).await;
     }
+}
+
+/// An SQS client on the pipeline's emulator, for what a test does by hand.
+pub fn sqs(p: &Pipeline) -> aws_sdk_sqs::Client {
+    aws_sdk_sqs::Client::new(p.aws.sdk())
 }
