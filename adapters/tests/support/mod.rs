@@ -280,8 +280,15 @@ impl Resources {
 
 /// A `microbatch <command>` child with a clean environment plus `env`.
 pub fn microbatch(command: &[&str], data: &Path, env: &[(String, String)]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_microbatch"))
-        .args(command)
+    microbatch_command(command, data, env)
+        .spawn()
+        .expect("the microbatch binary starts")
+}
+
+/// The command [`microbatch`] spawns, stdout piped and stderr inherited.
+pub fn microbatch_command(command: &[&str], data: &Path, env: &[(String, String)]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_microbatch"));
+    c.args(command)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("MICROBATCH_DATA_DIR", data)
@@ -292,9 +299,8 @@ pub fn microbatch(command: &[&str], data: &Path, env: &[(String, String)]) -> Ch
         .env("MICROBATCH_LOG__FILTER", "warn")
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("the microbatch binary starts")
+        .stderr(Stdio::inherit());
+    c
 }
 
 /// SIGTERM, by the `kill` command.
