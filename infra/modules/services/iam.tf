@@ -183,6 +183,13 @@ data "aws_iam_policy_document" "task_consume" {
     ]
   }
 
+  # HeadBucket, for `microbatch check`.
+  statement {
+    sid       = "ProbeBucket"
+    actions   = ["s3:ListBucket"]
+    resources = [var.bucket_arn]
+  }
+
   statement {
     sid       = "EncryptBatches"
     actions   = ["kms:GenerateDataKey", "kms:Decrypt"]
@@ -211,16 +218,40 @@ data "aws_iam_policy_document" "task_import" {
     resources = [var.queue_arn]
   }
 
+  # Dead-lettering sends to the DLQ; `microbatch dlq list` / `replay`, run in the import task
+  # (ECS exec), receive, re-hide and delete there and send back to the load queue.
   statement {
-    sid       = "DeadLetter"
-    actions   = ["sqs:SendMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl"]
+    sid = "DeadLetter"
+    actions = [
+      "sqs:SendMessage",
+      "sqs:ReceiveMessage",
+      "sqs:DeleteMessage",
+      "sqs:ChangeMessageVisibility",
+      "sqs:GetQueueAttributes",
+      "sqs:GetQueueUrl",
+    ]
     resources = [var.dlq_arn]
+  }
+
+  statement {
+    sid       = "ReplayToLoadQueue"
+    actions   = ["sqs:SendMessage"]
+    resources = [var.queue_arn]
   }
 
   statement {
     sid       = "ReadBatchesAndSchemas"
     actions   = ["s3:GetObject"]
     resources = ["${var.bucket_arn}/${var.loads_prefix}*", "${var.bucket_arn}/${var.schemas_prefix}*"]
+  }
+
+  # Without ListBucket, S3 answers a read of a missing key with 403 instead of 404: the importer
+  # could not tell a batch not yet visible from a denial. Also what HeadBucket (`microbatch
+  # check`) needs.
+  statement {
+    sid       = "TellMissingObjects"
+    actions   = ["s3:ListBucket"]
+    resources = [var.bucket_arn]
   }
 
   statement {

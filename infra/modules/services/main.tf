@@ -38,6 +38,7 @@ locals {
       MICROBATCH_STREAM_NAME  = var.stream_name
       MICROBATCH_STORE__KIND  = "s3"
       MICROBATCH_BUCKET       = var.bucket_name
+      MICROBATCH_LEASES__KIND = "dynamodb"
       MICROBATCH_LEASE_TABLE  = var.lease_table_name
     }
     import = {
