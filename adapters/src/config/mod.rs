@@ -387,15 +387,18 @@ impl Config {
         Ok(config)
     }
 
-    /// The defaults as figment's first layer, without the port sections: those are tagged by
-    /// `kind`, and the local kind's defaults merged under `kind = "kinesis"` would be settings
-    /// Kinesis does not take. A section the file and the environment leave out gets its
-    /// default (the local kind) when extracted.
+    /// The defaults as figment's first layer, with only the `kind` of each port section: the
+    /// sections are tagged by `kind`, and the local kind's other defaults merged under
+    /// `kind = "kinesis"` would be settings Kinesis does not take. A setting given without a
+    /// kind (`MICROBATCH_STREAM__SHARDS=4`) is the local kind's; the rest of each section gets
+    /// its kind's defaults when extracted.
     fn defaults_but_ports() -> figment::value::Dict {
         let value = figment::value::Value::serialize(Config::default()).expect("the defaults serialize");
         let mut dict = value.into_dict().expect("the defaults are a table");
         for port in ["stream", "store", "queue", "leases"] {
-            dict.remove(port);
+            let mut section = figment::value::Dict::new();
+            section.insert("kind".into(), "local".into());
+            dict.insert(port.into(), section.into());
         }
         dict
     }
@@ -663,6 +666,30 @@ mod tests {
             jail.set_env("MICROBATCH_QUEUE__KIND", "rabbitmq");
             let err = Config::load(None).unwrap_err().to_string();
             assert!(err.contains("rabbitmq") && err.contains("sqs"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_port_setting_without_a_kind_is_the_local_kinds() {
+        Jail::expect_with(|jail| {
+            jail.set_env("MICROBATCH_QUEUE__VISIBILITY_SECS", "2");
+            jail.set_env("MICROBATCH_STREAM__SHARDS", "4");
+            let c = Config::load(None).unwrap();
+            assert_eq!(
+                c.queue,
+                QueueConfig::Local(LocalQueueConfig {
+                    visibility_secs: 2,
+                    ..LocalQueueConfig::default()
+                })
+            );
+            assert_eq!(
+                c.stream,
+                StreamConfig::Local(LocalStreamConfig {
+                    shards: 4,
+                    ..LocalStreamConfig::default()
+                })
+            );
             Ok(())
         });
     }

@@ -27,8 +27,20 @@ use microbatch_adapters::aws::Aws;
 
 pub const REGION: &str = "us-east-1";
 
+/// Endpoints a test set for itself (the containers feature starts its own), ahead of the
+/// environment's.
+static ENDPOINTS: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
+
+/// Makes [`endpoint`] and [`database_url`] answer these, for the rest of the test process.
+pub fn use_endpoints(aws: String, database: String) {
+    let _ = ENDPOINTS.set((aws, database));
+}
+
 /// The emulator's endpoint, or a failure saying how to get one.
 pub fn endpoint() -> String {
+    if let Some((aws, _)) = ENDPOINTS.get() {
+        return aws.clone();
+    }
     std::env::var("MICROBATCH_TEST_AWS_ENDPOINT").unwrap_or_else(|_| {
         panic!(
             "MICROBATCH_TEST_AWS_ENDPOINT is not set: this test needs the local AWS emulator. \
@@ -329,6 +341,9 @@ pub fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatu
 // --- PostgreSQL ----------------------------------------------------------------------------------
 
 pub fn database_url() -> String {
+    if let Some((_, database)) = ENDPOINTS.get() {
+        return database.clone();
+    }
     std::env::var("MICROBATCH_TEST_DATABASE_URL").unwrap_or_else(|_| {
         panic!(
             "MICROBATCH_TEST_DATABASE_URL is not set: this test needs PostgreSQL; ./scripts/test \
