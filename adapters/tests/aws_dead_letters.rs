@@ -21,7 +21,7 @@ use microbatch_core::position::{Position, SequenceNumber, ShardId};
 use microbatch_core::time::Timestamp;
 use serde_json::value::RawValue;
 use sha2::Digest;
-use support::{Pipeline, expected_rows, row_counts, send_until_accepted, terminate, wait_exit, wait_ready};
+use support::{Pipeline, expected_rows, row_counts, send_until_accepted, wait_ready};
 
 /// A `page_views` batch of `ids` as the consumer would write it, by the consumer's own mapper,
 /// but with its last two columns swapped: a column list the consumer never wrote a schema
@@ -218,10 +218,7 @@ async fn a_poison_batch_is_dead_lettered_with_its_reason_and_replayed_once_fixed
         "{out:?}"
     );
 
-    for child in [&mut producer, &mut consumer, &mut importer] {
-        terminate(child);
-        assert!(wait_exit(child, Duration::from_secs(40)).success());
-    }
+    support::stop_gracefully([&mut producer, &mut consumer, &mut importer]);
     p.cleanup().await;
 }
 
@@ -290,10 +287,7 @@ async fn duplicate_deliveries_and_lost_acks_load_nothing_twice() {
     }
     p.assert_exactly_once(&expected_rows(n), Duration::from_secs(10))
         .await;
-    for child in [&mut producer, &mut consumer, &mut importer] {
-        terminate(child);
-        assert!(wait_exit(child, Duration::from_secs(40)).success());
-    }
+    support::stop_gracefully([&mut producer, &mut consumer, &mut importer]);
     p.cleanup().await;
 }
 
@@ -362,9 +356,6 @@ async fn a_long_load_is_kept_hidden_by_the_heartbeat() {
     p.assert_exactly_once(&expected_rows(2), Duration::from_secs(60))
         .await;
     assert_eq!(row_counts(&p.pool, &p.schema, "page_views").await, (10, 10));
-    for child in [&mut producer, &mut consumer, &mut importer] {
-        terminate(child);
-        assert!(wait_exit(child, Duration::from_secs(40)).success());
-    }
+    support::stop_gracefully([&mut producer, &mut consumer, &mut importer]);
     p.cleanup().await;
 }

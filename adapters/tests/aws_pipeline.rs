@@ -35,10 +35,7 @@ async fn events_flow_from_http_through_kinesis_s3_and_sqs_into_postgres_exactly_
         leases.iter().all(|l| matches!(l.checkpoint, Checkpoint::At(_))),
         "{leases:?}"
     );
-    for child in [&mut producer, &mut consumer, &mut importer] {
-        terminate(child);
-        assert!(wait_exit(child, Duration::from_secs(40)).success());
-    }
+    support::stop_gracefully([&mut producer, &mut consumer, &mut importer]);
     p.cleanup().await;
 }
 
@@ -102,10 +99,7 @@ async fn a_killed_consumers_leases_move_within_the_failover_time() {
     for item in leases.items().await.unwrap() {
         check_kcl_item(&item).unwrap_or_else(|e| panic!("{e}: {item:?}"));
     }
-    for child in [&mut producer, &mut b, &mut importer] {
-        terminate(child);
-        assert!(wait_exit(child, Duration::from_secs(40)).success());
-    }
+    support::stop_gracefully([&mut producer, &mut b, &mut importer]);
     p.cleanup().await;
 }
 
@@ -162,10 +156,7 @@ async fn a_reshard_mid_stream_reads_parents_before_children() {
     }
     p.assert_exactly_once(&expected_rows(n), Duration::from_secs(90))
         .await;
-    for child in [&mut producer, &mut consumer, &mut importer] {
-        terminate(child);
-        assert!(wait_exit(child, Duration::from_secs(40)).success());
-    }
+    support::stop_gracefully([&mut producer, &mut consumer, &mut importer]);
     p.cleanup().await;
 }
 
@@ -206,9 +197,6 @@ async fn sigterm_mid_load_drains_each_service_and_loses_nothing() {
     wait_ready(&p.client, &p.base).await;
     p.assert_exactly_once(&expected_rows(n), Duration::from_secs(90))
         .await;
-    for child in [&mut producer, &mut consumer, &mut importer] {
-        terminate(child);
-        assert!(wait_exit(child, Duration::from_secs(40)).success());
-    }
+    support::stop_gracefully([&mut producer, &mut consumer, &mut importer]);
     p.cleanup().await;
 }

@@ -8,7 +8,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::{Pipeline, expected_rows, send_until_accepted, terminate, wait_exit, wait_ready};
+use support::{Pipeline, expected_rows, send_until_accepted, wait_ready};
 use testcontainers::core::{IntoContainerPort, WaitFor};
 use testcontainers::runners::AsyncRunner;
 use testcontainers::{GenericImage, ImageExt};
@@ -48,8 +48,5 @@ async fn the_pipeline_runs_on_localstack_and_a_postgres_container() {
     }
     p.assert_exactly_once(&expected_rows(30), Duration::from_secs(120))
         .await;
-    for child in [&mut producer, &mut consumer, &mut importer] {
-        terminate(child);
-        assert!(wait_exit(child, Duration::from_secs(40)).success());
-    }
+    support::stop_gracefully([&mut producer, &mut consumer, &mut importer]);
 }

@@ -323,6 +323,15 @@ pub fn terminate(child: &Child) {
         .status();
 }
 
+/// SIGTERM to each service, and each must drain and exit 0 within 40 s.
+pub fn stop_gracefully<const N: usize>(children: [&mut Child; N]) {
+    for child in children {
+        terminate(child);
+        let status = wait_exit(child, Duration::from_secs(40));
+        assert!(status.success(), "a service after SIGTERM: {status}");
+    }
+}
+
 /// Waits for a child's exit, failing the test if it takes longer than `within`.
 pub fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
     let deadline = Instant::now() + within;
