@@ -36,31 +36,33 @@ fn keys_of(body: &str) -> Vec<String> {
     }
 }
 
+/// A [`Letter`] of either queue's dead letters, which carry the same fields.
+macro_rules! letter {
+    ($d:expr) => {{
+        let d = $d;
+        Letter {
+            code: d.code,
+            reason: d.reason,
+            body: d.body,
+            receive_count: d.receive_count,
+            sent_at: d.sent_at,
+        }
+    }};
+}
+
 async fn letters(queue: &LoadQueue) -> anyhow::Result<Vec<Letter>> {
     Ok(match queue {
         LoadQueue::Local(q) => q
             .dead_letters(LIST_LIMIT)
             .await?
             .into_iter()
-            .map(|d| Letter {
-                code: d.code,
-                reason: d.reason,
-                body: d.body,
-                receive_count: d.receive_count,
-                sent_at: d.sent_at,
-            })
+            .map(|d| letter!(d))
             .collect(),
         LoadQueue::Aws(q) => q
             .dead_letters(LIST_LIMIT)
             .await?
             .into_iter()
-            .map(|d| Letter {
-                code: d.code,
-                reason: d.reason,
-                body: d.body,
-                receive_count: d.receive_count,
-                sent_at: d.sent_at,
-            })
+            .map(|d| letter!(d))
             .collect(),
     })
 }
@@ -124,6 +126,55 @@ pub async fn dlq_replay(config: Config, all: bool, keys: Vec<String>) -> anyhow:
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn replay_by_key_moves_back_only_that_batch_on_the_local_queue() {
+        use microbatch_core::ports::{DeadLetterNote, Queue as _};
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            data_dir: dir.path().to_path_buf(),
+            ..Config::default()
+        };
+        let stack = Stack::open(&config).await.unwrap();
+        let LoadQueue::Local(q) = &stack.queue else {
+            panic!("the default queue is local")
+        };
+        let body = |key: &str| {
+            microbatch_core::import::object_created_message("b", key, 1, 1, Timestamp::from_millis(0))
+        };
+        let (a, b) = (
+            "loads/a/2026/12/02/10/s-1-2.csv",
+            "loads/b/2026/12/02/10/s-1-2.csv",
+        );
+        for key in [a, b] {
+            q.send(body(key)).await.unwrap();
+        }
+        let note = DeadLetterNote {
+            code: "missing_schema",
+            reason: "no schema object",
+        };
+        for m in q.receive(10, std::time::Duration::from_secs(1)).await.unwrap() {
+            q.dead_letter(&m, note).await.unwrap();
+        }
+        assert_eq!(letters(&stack.queue).await.unwrap().len(), 2);
+        let err = dlq_replay(config.clone(), false, vec![]).await.unwrap_err();
+        assert!(err.to_string().contains("--all, or --key"), "{err}");
+        dlq_replay(config.clone(), false, vec![a.into()]).await.unwrap();
+        let left = letters(&stack.queue).await.unwrap();
+        assert_eq!(keys_of(&left[0].body), [b]);
+        assert_eq!(left.len(), 1);
+        let back = q.receive(10, std::time::Duration::from_secs(1)).await.unwrap();
+        assert_eq!(
+            back.iter().map(|m| keys_of(&m.body)).collect::<Vec<_>>(),
+            [vec![a.to_owned()]]
+        );
+        assert!(
+            dlq_replay(config, false, vec!["loads/none".into()])
+                .await
+                .is_err(),
+            "nothing named"
+        );
+    }
 
     #[test]
     fn letters_are_shown_by_the_keys_they_announce() {
