@@ -101,6 +101,7 @@ fn page_view_batch(ids: &[&str]) -> (String, Vec<u8>, BatchMetadata, String, Vec
         min_received_at: at,
         max_received_at: at,
         compression: Compression::None,
+        csv: microbatch_core::csv::CsvEncoding::CURRENT,
     };
     let key = keys::batch_key("page_views", at, &shard, &first, &last, Compression::None);
     (

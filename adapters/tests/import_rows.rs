@@ -144,6 +144,7 @@ async fn write_batch(
         min_received_at: at,
         max_received_at: at,
         compression,
+        csv: microbatch_core::csv::CsvEncoding::CURRENT,
     };
     let key = keys::batch_key("notes", at, &shard, &first, &last, compression);
     e.store

@@ -153,6 +153,7 @@ fn metadata() -> BatchMetadata {
         min_received_at: Timestamp::from_millis(1),
         max_received_at: Timestamp::from_millis(2),
         compression: Compression::Gzip,
+        csv: microbatch_core::csv::CsvEncoding::CURRENT,
     }
 }
 

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub use crate::compression::Compression;
+pub use crate::csv::CsvEncoding;
 use crate::position::{Position, SequenceNumber, ShardId};
 use crate::time::Timestamp;
 
@@ -45,6 +46,10 @@ pub struct BatchMetadata {
     pub max_received_at: Timestamp,
     #[serde(default)]
     pub compression: Compression,
+    /// How the CSV spells NULL (`csv`; absent in batches written before it, which are
+    /// [`CsvEncoding::EmptyIsNull`]).
+    #[serde(default)]
+    pub csv: CsvEncoding,
 }
 
 /// Metadata that is missing a field or has one the importer cannot read; the batch is poison.
@@ -141,6 +146,7 @@ impl BatchMetadata {
                 self.max_received_at.as_micros().to_string(),
             ),
             ("compression".into(), self.compression.as_str().into()),
+            ("csv".into(), self.csv.as_str().into()),
         ])
     }
 
@@ -195,6 +201,10 @@ impl BatchMetadata {
             None => Compression::None,
             Some(v) => Compression::parse(v).ok_or_else(|| invalid("compression", v))?,
         };
+        let csv = match map.get("csv") {
+            None => CsvEncoding::EmptyIsNull,
+            Some(v) => CsvEncoding::parse(v).ok_or_else(|| invalid("csv", v))?,
+        };
         let columns = number("columns")?;
         Ok(BatchMetadata {
             table: nonempty("table")?,
@@ -213,6 +223,7 @@ impl BatchMetadata {
             min_received_at: micros("min-received-at")?,
             max_received_at: micros("max-received-at")?,
             compression,
+            csv,
         })
     }
 }
@@ -238,6 +249,7 @@ mod tests {
             min_received_at: Timestamp::from_millis(1),
             max_received_at: Timestamp::from_millis(2),
             compression: Compression::Gzip,
+            csv: CsvEncoding::CURRENT,
         }
     }
 
@@ -270,6 +282,7 @@ mod tests {
             min_received_at: Timestamp::from_micros(i64::MIN),
             max_received_at: Timestamp::from_micros(i64::MIN),
             compression: Compression::Gzip,
+            csv: CsvEncoding::CURRENT,
             ..sample()
         };
         let pairs = m.to_pairs();

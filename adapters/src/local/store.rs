@@ -443,6 +443,7 @@ mod tests {
             min_received_at: Timestamp::from_millis(1_000),
             max_received_at: Timestamp::from_millis(2_000),
             compression: Compression::None,
+            csv: microbatch_core::csv::CsvEncoding::CURRENT,
         }
     }
 

@@ -42,6 +42,7 @@ use std::ops::Range;
 use std::pin::Pin;
 
 use microbatch_core::catalog::{Catalog, Column, ColumnType, Mode, Quoted, Table};
+use microbatch_core::csv::CsvEncoding;
 use microbatch_core::import::{WarehouseError, WarehouseErrorKind};
 use microbatch_core::ports::{LoadOutcome, LoadRequest, Warehouse};
 use sqlx::error::BoxDynError;
@@ -236,6 +237,39 @@ fn column_list<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
         out.push_str(&Quoted(name).to_string());
     }
     out
+}
+
+/// The select list that reads `columns` from a staging table loaded from CSV in `encoding`: the
+/// names, with text columns unescaped ([`unescape_sql`]) for [`CsvEncoding::NullMarker`].
+///
+/// [`unescape_sql`]: microbatch_core::csv::unescape_sql
+fn select_list(columns: &[&Column], encoding: CsvEncoding) -> String {
+    let mut out = String::new();
+    for (i, column) in columns.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        let name = Quoted(&column.name).to_string();
+        if encoding == CsvEncoding::NullMarker && column.ty == ColumnType::Text {
+            out.push_str(&microbatch_core::csv::unescape_sql(&name));
+        } else {
+            out.push_str(&name);
+        }
+    }
+    out
+}
+
+/// The `COPY` options that read CSV in `encoding` the way both warehouses do. PostgreSQL's
+/// `FORCE_NULL` matches the marker quoted too, as Redshift's `NULL AS` does.
+fn pg_copy_options(encoding: CsvEncoding, columns: &[&Column]) -> String {
+    match encoding {
+        CsvEncoding::EmptyIsNull => "(FORMAT csv)".to_owned(),
+        CsvEncoding::NullMarker => format!(
+            "(FORMAT csv, NULL '{}', FORCE_NULL ({}))",
+            microbatch_core::csv::NULL_MARKER,
+            column_list(columns.iter().map(|c| c.name.as_str()))
+        ),
+    }
 }
 
 /// The rows a load sends: the batch's CSV without the rows it skips (and, for a probe, only

@@ -70,8 +70,10 @@ use sqlx::{Acquire, ConnectOptions, Executor, PgConnection, Row};
 
 use super::{
     EmbeddedMigration, Existing, MANIFEST_TABLE, SchemaDifference, Selection, body_of, column_list,
-    diff_schema, embed_migration, migrator, resolve_columns, unique_index, warehouse_error,
+    diff_schema, embed_migration, migrator, pg_copy_options, resolve_columns, select_list, unique_index,
+    warehouse_error,
 };
+use microbatch_core::csv::CsvEncoding;
 
 /// `adapters/migrations/postgres/`, in order.
 pub(super) const MIGRATIONS: &[EmbeddedMigration] = &[
@@ -340,12 +342,19 @@ async fn existing(conn: &mut PgConnection, schema: &str) -> Result<Existing, War
 
 /// `INSERT` of the staged rows: new (`_event_id`, `_row_index`) only for append tables; the latest
 /// row per key, replacing an older stored one, for upsert tables.
-fn insert_sql(target: &str, staging: &str, table: &Table, columns: &[&Column]) -> String {
+fn insert_sql(
+    target: &str,
+    staging: &str,
+    table: &Table,
+    columns: &[&Column],
+    encoding: CsvEncoding,
+) -> String {
     let names = column_list(columns.iter().map(|c| c.name.as_str()));
+    let values = select_list(columns, encoding);
     let staging = format!("pg_temp.{}", Quoted(staging));
     match &table.mode {
         Mode::Append => format!(
-            "INSERT INTO {target} ({names}) SELECT {names} FROM {staging} \
+            "INSERT INTO {target} ({names}) SELECT {values} FROM {staging} \
              ON CONFLICT (\"_event_id\", \"_row_index\") DO NOTHING"
         ),
         Mode::Upsert { key } => {
@@ -375,7 +384,7 @@ fn insert_sql(target: &str, staging: &str, table: &Table, columns: &[&Column]) -
             };
             format!(
                 "INSERT INTO {target} AS stored ({names}) \
-                 SELECT DISTINCT ON ({keys}) {names} FROM {staging} \
+                 SELECT DISTINCT ON ({keys}) {values} FROM {staging} \
                  ORDER BY {keys}, \"_received_at\" DESC, length(\"_sequence\") DESC, \
                  \"_sequence\" COLLATE \"C\" DESC, \"_sub_sequence\" DESC \
                  ON CONFLICT ({keys}) {action}"
@@ -556,11 +565,25 @@ impl PgWarehouse {
         index: usize,
     ) -> Result<(u64, LoadPath), WarehouseError> {
         let target = self.table(&req.table.name);
+        let encoding = req.metadata.csv;
+        // Escaped values must be unescaped on their way in, which COPY straight into the table
+        // cannot do.
+        let direct = encoding == CsvEncoding::EmptyIsNull
+            || !columns.iter().any(|c| c.ty == ColumnType::Text)
+            || !microbatch_core::csv::may_hold_escapes(&selection.body);
         match &req.table.mode {
+            Mode::Append if !direct => {
+                let inserted = load_staged(
+                    tx, &target, req.table, columns, selection, expected, index, encoding,
+                )
+                .await?;
+                Ok((inserted, LoadPath::Staged))
+            }
             Mode::Append => {
                 let copy = format!(
-                    "COPY {target} ({}) FROM STDIN (FORMAT csv)",
-                    column_list(columns.iter().map(|c| c.name.as_str()))
+                    "COPY {target} ({}) FROM STDIN {}",
+                    column_list(columns.iter().map(|c| c.name.as_str())),
+                    pg_copy_options(encoding, columns)
                 );
                 match copy_in(tx, &copy, &selection.body).await {
                     Ok(copied) => {
@@ -576,16 +599,20 @@ impl PgWarehouse {
                              staging table"
                         );
                         tx.execute(ROLLBACK_TO_DIRECT).await.map_err(warehouse_error)?;
-                        let inserted =
-                            load_staged(tx, &target, req.table, columns, selection, expected, index).await?;
+                        let inserted = load_staged(
+                            tx, &target, req.table, columns, selection, expected, index, encoding,
+                        )
+                        .await?;
                         Ok((inserted, LoadPath::Staged))
                     }
                     Err(e) => Err(copy_error(e, selection)),
                 }
             }
             Mode::Upsert { .. } => {
-                let inserted =
-                    load_staged(tx, &target, req.table, columns, selection, expected, index).await?;
+                let inserted = load_staged(
+                    tx, &target, req.table, columns, selection, expected, index, encoding,
+                )
+                .await?;
                 Ok((inserted, LoadPath::Staged))
             }
         }
@@ -679,6 +706,7 @@ fn check_count(copied: u64, expected: u64) -> Result<(), WarehouseError> {
 
 /// Steps 3–5 of the staged path: the batch into a temporary table dropped at commit, then
 /// [`insert_sql`] from there; the rows inserted (or replaced).
+#[allow(clippy::too_many_arguments)]
 async fn load_staged(
     conn: &mut PgConnection,
     target: &str,
@@ -687,6 +715,7 @@ async fn load_staged(
     selection: &Selection<'_>,
     expected: u64,
     index: usize,
+    encoding: CsvEncoding,
 ) -> Result<u64, WarehouseError> {
     // One staging table per batch of the group: each is `LIKE` its own target.
     let staging = staging_name(index);
@@ -696,16 +725,17 @@ async fn load_staged(
     );
     conn.execute(create.as_str()).await.map_err(warehouse_error)?;
     let copy = format!(
-        "COPY pg_temp.{} ({}) FROM STDIN (FORMAT csv)",
+        "COPY pg_temp.{} ({}) FROM STDIN {}",
         Quoted(&staging),
-        column_list(columns.iter().map(|c| c.name.as_str()))
+        column_list(columns.iter().map(|c| c.name.as_str())),
+        pg_copy_options(encoding, columns)
     );
     let copied = copy_in(conn, &copy, &selection.body)
         .await
         .map_err(|e| copy_error(e, selection))?;
     check_count(copied, expected)?;
     Ok(conn
-        .execute(insert_sql(target, &staging, table, columns).as_str())
+        .execute(insert_sql(target, &staging, table, columns, encoding).as_str())
         .await
         .map_err(warehouse_error)?
         .rows_affected())

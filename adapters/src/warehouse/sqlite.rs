@@ -6,7 +6,7 @@
 //!   `BEGIN IMMEDIATE` transaction (the write lock is taken up front, so two writers never deadlock
 //!   upgrading a read lock); readers (`is_loaded`, `schema_diff`) have their own pool.
 //! - Tables are `STRICT`. SQLite has no COPY: the importer parses the CSV with
-//!   [`parse_rows`] (the same NULL-versus-empty rules as PostgreSQL's COPY) and converts each field
+//!   [`parse_rows_as`] (the NULL-versus-empty rules of the batch's CSV encoding) and converts each field
 //!   to its column's type as PostgreSQL would read it — a value PostgreSQL would refuse (text in a
 //!   bigint column, an invalid timestamp or JSON) fails the load with `SQLITE_MISMATCH` (permanent).
 //!   Timestamps are stored as UTC RFC 3339 text with microseconds (`2024-05-01T12:00:00.000000Z`),
@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use microbatch_core::catalog::{Catalog, Column, ColumnType, Mode, Quoted, Table};
-use microbatch_core::csv::parse_rows;
+use microbatch_core::csv::parse_rows_as;
 use microbatch_core::import::{WarehouseError, WarehouseErrorKind};
 use microbatch_core::ports::{LoadOutcome, LoadRequest, Warehouse};
 use microbatch_core::time::Timestamp;
@@ -321,7 +321,8 @@ fn staged_rows(
     only: Option<&std::ops::Range<u64>>,
 ) -> Result<Vec<Vec<Value>>, WarehouseError> {
     let mismatch = |message: String| WarehouseError::with_sqlite_code(SQLITE_MISMATCH, message);
-    let parsed = parse_rows(body_of(req)?).map_err(|e| mismatch(format!("malformed CSV: {e}")))?;
+    let parsed = parse_rows_as(body_of(req)?, req.metadata.csv)
+        .map_err(|e| mismatch(format!("malformed CSV: {e}")))?;
     if parsed.len() as u64 != req.metadata.row_count {
         return Err(mismatch(format!(
             "the CSV has {} rows, the batch metadata says {}",

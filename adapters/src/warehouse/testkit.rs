@@ -182,9 +182,35 @@ impl Batch {
                 min_received_at: Timestamp::parse_rfc3339(T0).unwrap(),
                 max_received_at: Timestamp::parse_rfc3339(T2).unwrap(),
                 compression: Default::default(),
+                csv: microbatch_core::csv::CsvEncoding::CURRENT,
             },
             body,
         }
+    }
+
+    /// A batch as consumers wrote them before the NULL marker ([`CsvEncoding::EmptyIsNull`]: NULL
+    /// an unquoted empty field).
+    ///
+    /// [`CsvEncoding::EmptyIsNull`]: microbatch_core::csv::CsvEncoding::EmptyIsNull
+    pub fn first_encoding(key: &str, table: &Table, rows: &[Row]) -> Batch {
+        let mut batch = Batch::new(key, table, rows);
+        batch.body.clear();
+        for r in rows {
+            let mut w = RowWriter::new(&mut batch.body);
+            for value in r {
+                match value {
+                    None => w.encoded(b""),
+                    Some(v) => {
+                        assert!(!v.ends_with("NULL"), "spelled the same in both encodings");
+                        w.text(v)
+                    }
+                }
+            }
+            w.finish();
+        }
+        batch.metadata.csv_bytes = batch.body.len() as u64;
+        batch.metadata.csv = microbatch_core::csv::CsvEncoding::EmptyIsNull;
+        batch
     }
 
     pub fn request<'a>(&'a self, table: &'a Table) -> LoadRequest<'a> {
@@ -548,7 +574,10 @@ pub const HOSTILE: &[&str] = &[
     "\\.\n",
     "\n\\.",
     "\\N",
+    // The CSV's NULL marker, and its escaped spellings, as values.
     "NULL",
+    "\\NULL",
+    "\\\\NULL",
     "null",
     "  padded  ",
     " ",
@@ -594,6 +623,29 @@ pub async fn hostile_strings_round_trip(w: &impl Probe) {
     // Empty text and NULL stay apart.
     assert_eq!(stored[0][6], Some(String::new()));
     assert_eq!(stored[rows.len() - 2][6], None);
+}
+
+/// A batch written before the NULL marker still loads NULL as NULL and `""` as the empty string.
+pub async fn first_csv_encoding_loads_as_written(w: &impl Probe) {
+    let c = catalog(CATALOG_V1);
+    w.migrate(&c).await.unwrap();
+    let facts = table(&c, "facts");
+    let rows = vec![
+        fact("e1", 0, Some("")),
+        fact("e2", 0, None),
+        fact("e3", 0, Some("x")),
+    ];
+    let b = Batch::first_encoding("first", facts, &rows);
+    assert!(
+        !b.body.windows(4).any(|w| w == b"NULL") && b.body.windows(2).any(|w| w == b",,"),
+        "{}",
+        String::from_utf8_lossy(&b.body)
+    );
+    assert_eq!(
+        w.load(b.request(facts)).await.unwrap(),
+        LoadOutcome::Loaded { inserted: 3 }
+    );
+    assert_eq!(w.rows(facts).await, rows);
 }
 
 /// A value the warehouse cannot take is a row's error: it names the row (PostgreSQL's COPY line,
@@ -899,6 +951,7 @@ macro_rules! behaviour_tests {
             batch_columns_in_another_order,
             upsert_latest_wins,
             hostile_strings_round_trip,
+            first_csv_encoding_loads_as_written,
             bad_values_name_their_row_and_commit_nothing,
             failure_mid_load_commits_nothing,
             unknown_columns_are_permanent,

@@ -106,6 +106,7 @@ impl Batch {
             min_received_at: self.min_received_at,
             max_received_at: self.max_received_at,
             compression,
+            csv: crate::csv::CsvEncoding::CURRENT,
         }
     }
 }

@@ -374,6 +374,7 @@ mod tests {
             min_received_at: Timestamp::from_millis(1),
             max_received_at: Timestamp::from_millis(2),
             compression: Compression::None,
+            csv: crate::csv::CsvEncoding::CURRENT,
         }
     }
 

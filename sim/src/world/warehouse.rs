@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use microbatch_core::catalog::{Catalog, Mode};
-use microbatch_core::csv::parse_rows;
+use microbatch_core::csv::parse_rows_as;
 use microbatch_core::import::{WarehouseError, WarehouseErrorKind};
 use microbatch_core::ports::{Clock, LoadOutcome, LoadRequest, ObjectReader, Warehouse};
 use microbatch_core::time::Timestamp;
@@ -144,7 +144,9 @@ impl MemWarehouse {
             .map_err(|e| bad(format!("COPY: {e}")))?;
         // What a warehouse reading the object checks instead of the checksum: the rows its COPY
         // read against the metadata (Redshift: `pg_last_copy_count()`).
-        let rows = parse_rows(&csv).map_err(|e| bad(format!("COPY: {e}")))?.len() as u64;
+        let rows = parse_rows_as(&csv, req.metadata.csv)
+            .map_err(|e| bad(format!("COPY: {e}")))?
+            .len() as u64;
         if rows != req.metadata.row_count {
             return Err(bad(format!(
                 "row count mismatch: COPY read {rows} rows, the metadata says {}",
@@ -426,7 +428,7 @@ fn stage(
     only: Option<&std::ops::Range<u64>>,
     refusing: Option<(bool, bool)>,
 ) -> Result<Vec<Row>, WarehouseError> {
-    let rows = parse_rows(body).map_err(|e| bad(e.to_string()))?;
+    let rows = parse_rows_as(body, req.metadata.csv).map_err(|e| bad(e.to_string()))?;
     // Map the batch's columns onto the table's, by name.
     let table_cols: Vec<&str> = req.table.column_names().collect();
     let index: Vec<usize> = req

@@ -590,7 +590,7 @@ async fn load_behind_uncommitted_rows(
     let other_batch = Batch::new("other", facts, rows);
     let mut copy = other
         .copy_in_raw(&format!(
-            "COPY {} ({}) FROM STDIN (FORMAT csv)",
+            "COPY {} ({}) FROM STDIN (FORMAT csv, NULL 'NULL')",
             f.w.table("facts"),
             column_list(facts.column_names())
         ))

@@ -105,6 +105,7 @@ impl Batches {
                 min_received_at: at,
                 max_received_at: at,
                 compression,
+                csv: crate::csv::CsvEncoding::CURRENT,
             };
             let key = crate::keys::batch_key("t", at, &shard, &first, &last, compression);
             let stored = compression.compress(body);
