@@ -31,6 +31,7 @@
 
 mod error;
 mod postgres;
+pub mod redshift;
 mod sqlite;
 #[cfg(test)]
 mod testkit;
@@ -240,7 +241,8 @@ fn column_list<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
 }
 
 /// The select list that reads `columns` from a staging table loaded from CSV in `encoding`: the
-/// names, with text columns unescaped ([`unescape_sql`]) for [`CsvEncoding::NullMarker`].
+/// names, with text columns unescaped ([`unescape_sql`], under their own name) for
+/// [`CsvEncoding::NullMarker`].
 ///
 /// [`unescape_sql`]: microbatch_core::csv::unescape_sql
 fn select_list(columns: &[&Column], encoding: CsvEncoding) -> String {
@@ -252,6 +254,8 @@ fn select_list(columns: &[&Column], encoding: CsvEncoding) -> String {
         let name = Quoted(&column.name).to_string();
         if encoding == CsvEncoding::NullMarker && column.ty == ColumnType::Text {
             out.push_str(&microbatch_core::csv::unescape_sql(&name));
+            out.push_str(" AS ");
+            out.push_str(&name);
         } else {
             out.push_str(&name);
         }

@@ -631,7 +631,7 @@ fn copy_error(error: sqlx::Error, selection: &Selection<'_>) -> WarehouseError {
 
 /// The line number in a COPY error's context, if any (`COPY t, line 3, column v: …`; a value's
 /// own context, such as `JSON data, line 1: …`, may come first).
-fn copy_line(message: &str) -> Option<u64> {
+pub(crate) fn copy_line(message: &str) -> Option<u64> {
     let at = message.find("COPY ")?;
     let context = &message[at..];
     let line = context.find(", line ")? + ", line ".len();
@@ -742,4 +742,4 @@ async fn load_staged(
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -31,14 +31,14 @@ fn no_server(url: &str, error: &WarehouseError) -> String {
 
 /// A warehouse in a fresh schema, dropped by [`finish`](Fixture::finish) or, if the test panics
 /// first, on drop.
-struct Fixture {
-    w: PgWarehouse,
-    url: String,
-    schema: String,
+pub(crate) struct Fixture {
+    pub w: PgWarehouse,
+    pub url: String,
+    pub schema: String,
     dropped: bool,
 }
 
-async fn fixture() -> Fixture {
+pub(crate) async fn fixture() -> Fixture {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let url = database_url();
     let nanos = SystemTime::now()
@@ -76,7 +76,7 @@ async fn drop_schema(url: &str, schema: &str) -> Result<(), sqlx::Error> {
 }
 
 impl Fixture {
-    async fn finish(mut self) {
+    pub async fn finish(mut self) {
         self.w.close().await;
         drop_schema(&self.url, &self.schema)
             .await
