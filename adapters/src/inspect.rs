@@ -7,6 +7,7 @@ use microbatch_core::catalog::{Catalog, Quoted};
 use microbatch_core::time::Timestamp;
 use sqlx::Row;
 
+use crate::warehouse::redshift::transport::Transport as _;
 use crate::warehouse::{MANIFEST_TABLE, SqlWarehouse};
 
 impl SqlWarehouse {
@@ -26,6 +27,19 @@ impl SqlWarehouse {
                     .await
                     .map(|r| r.get(0))
                     .unwrap_or(0),
+                SqlWarehouse::Redshift(w) => {
+                    let sql = format!(
+                        "SELECT CAST(COUNT(*) AS VARCHAR(32)) FROM {}.{}",
+                        Quoted(w.schema()),
+                        Quoted(&table.name)
+                    );
+                    w.transport()
+                        .query(&sql)
+                        .await
+                        .ok()
+                        .and_then(|rows| rows.first()?.first().cloned().flatten()?.parse().ok())
+                        .unwrap_or(0)
+                }
             };
             out.insert(table.name.clone(), n.max(0) as u64);
         }
@@ -64,6 +78,20 @@ impl SqlWarehouse {
                         loaded.saturating_since(received).as_secs_f64(),
                         n.max(0) as usize,
                     ));
+                }
+            }
+            SqlWarehouse::Redshift(w) => {
+                let sql = format!(
+                    "SELECT CAST(DATEDIFF(millisecond, min_received_at, loaded_at) AS VARCHAR(32)), \
+                     CAST(inserted AS VARCHAR(32)) FROM {}.{}",
+                    Quoted(w.schema()),
+                    Quoted(MANIFEST_TABLE)
+                );
+                for row in w.transport().query(&sql).await? {
+                    if let [Some(ms), Some(n)] = &row[..] {
+                        let (ms, n): (f64, i64) = (ms.parse().unwrap_or(0.0), n.parse().unwrap_or(0));
+                        samples.extend(std::iter::repeat_n(ms / 1000.0, n.max(0) as usize));
+                    }
                 }
             }
         }

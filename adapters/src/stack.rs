@@ -33,7 +33,9 @@ use crate::config::{Config, LeasesConfig, QueueConfig, StoreConfig, StreamConfig
 use crate::local::{
     DirStore, Durability, QueueOptions, SqliteLeases, SqliteQueue, SqliteStream, StreamOptions,
 };
-use crate::warehouse::SqlWarehouse;
+use crate::warehouse::redshift::url::RedshiftUrl;
+use crate::warehouse::{RedshiftWarehouse, SqlWarehouse};
+use microbatch_core::import::{WarehouseError, WarehouseErrorKind};
 
 /// `match` over a port enum's two adapters with the same body.
 macro_rules! each {
@@ -86,6 +88,7 @@ pub struct Stack {
     pub aws: Option<Aws>,
     warehouse_url: String,
     warehouse_schema: String,
+    warehouse_iam_role: String,
     warehouse: OnceCell<SqlWarehouse>,
 }
 
@@ -189,6 +192,7 @@ impl Stack {
             aws,
             warehouse_url: config.warehouse_url(),
             warehouse_schema: config.warehouse.schema.clone(),
+            warehouse_iam_role: config.warehouse.iam_role.clone(),
             warehouse: OnceCell::new(),
         })
     }
@@ -197,11 +201,34 @@ impl Stack {
     pub async fn warehouse(&self) -> anyhow::Result<&SqlWarehouse> {
         self.warehouse
             .get_or_try_init(|| async {
-                SqlWarehouse::connect(&self.warehouse_url, &self.warehouse_schema)
-                    .await
-                    .with_context(|| format!("cannot open the warehouse {}", redact(&self.warehouse_url)))
+                let opened = match RedshiftUrl::parse(&self.warehouse_url) {
+                    Some(url) => self.redshift(url?).await,
+                    None => SqlWarehouse::connect(&self.warehouse_url, &self.warehouse_schema).await,
+                };
+                opened.with_context(|| format!("cannot open the warehouse {}", redact(&self.warehouse_url)))
             })
             .await
+    }
+
+    /// Redshift's COPY reads the batches from S3, and its COPY manifests go next to them: it
+    /// needs the S3 store.
+    async fn redshift(&self, url: RedshiftUrl) -> Result<SqlWarehouse, WarehouseError> {
+        let (Store::Aws(bucket), Some(aws)) = (&self.store, &self.aws) else {
+            return Err(WarehouseError::new(
+                WarehouseErrorKind::Other,
+                "a Redshift warehouse reads the batches from S3: set [store] kind = \"s3\" \
+                 (MICROBATCH_STORE__KIND=s3) and its bucket",
+            ));
+        };
+        let w = RedshiftWarehouse::open(
+            &url,
+            &self.warehouse_schema,
+            &self.warehouse_iam_role,
+            aws,
+            bucket.clone(),
+        )
+        .await?;
+        Ok(SqlWarehouse::Redshift(w))
     }
 }
 

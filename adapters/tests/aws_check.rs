@@ -96,3 +96,57 @@ async fn check_probes_every_aws_resource_and_names_what_is_wrong() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("AWS_REGION"), "{err}");
 }
+
+/// A Redshift warehouse by URL: the stack opens it with the S3 store; `check --warehouse` runs
+/// its dry run and names the step that failed. Here the wire transport reaches PostgreSQL (same
+/// protocol), which lists the schema's tables but has no COPY from S3: the dry run's COPY is
+/// the problem, and it says what to look at.
+#[tokio::test]
+async fn check_dry_runs_a_redshift_warehouse_and_names_the_failing_step() {
+    let aws = aws().await;
+    let r = Resources::create(&aws, 1, 30, 5).await;
+    let pg = support::database_url();
+    let wire = pg
+        .replacen("postgres://", "redshift://", 1)
+        .replacen("postgresql://", "redshift://", 1);
+    let env = with(&r.env(), "MICROBATCH_WAREHOUSE_URL", &wire);
+    let env = with(
+        &env,
+        "MICROBATCH_REDSHIFT_IAM_ROLE",
+        "arn:aws:iam::123456789012:role/copy",
+    );
+    let data = tempfile::tempdir().unwrap();
+    let out = microbatch_command(&["check", "--warehouse"], data.path(), &env)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let line = problem(&out, "warehouse dry run");
+    assert!(
+        line.contains("COPY from the bucket (can the cluster assume the COPY role"),
+        "{line}"
+    );
+    // The COPY manifest went to the bucket, next to where batches go.
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(aws.sdk())
+            .force_path_style(true)
+            .build(),
+    );
+    let listed = s3
+        .list_objects_v2()
+        .bucket(&r.bucket)
+        .prefix("copy-manifests/check/")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.contents().len(), 2, "{listed:?}");
+
+    // Without the role, the warehouse is refused by name.
+    let env = with(&env, "MICROBATCH_REDSHIFT_IAM_ROLE", "");
+    let out = microbatch_command(&["check"], data.path(), &env)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let line = problem(&out, "warehouse");
+    assert!(line.contains("MICROBATCH_REDSHIFT_IAM_ROLE"), "{line}");
+}

@@ -54,7 +54,13 @@ enum Command {
     /// Validate the configuration and the catalog, probe every configured port (the Kinesis
     /// stream, the S3 bucket, the SQS queues and their redrive policy, the DynamoDB lease table),
     /// and compare the catalog with the warehouse.
-    Check,
+    Check {
+        /// Also prove the warehouse end to end: on Redshift, COPY a one-row object from the bucket
+        /// into a scratch table with the COPY role, drop it, and report what one COPY and commit
+        /// cost (the number docs/AWS.md's freshness model starts from).
+        #[arg(long)]
+        warehouse: bool,
+    },
     /// The dead-letter queue: what is in it and why, and moving it back once fixed.
     Dlq {
         #[command(subcommand)]
@@ -114,7 +120,7 @@ fn main() -> std::process::ExitCode {
             Command::Import => commands::import(config).await,
             Command::Demo { events, serve } => commands::demo(config, events, serve).await,
             Command::Migrate => commands::migrate(config).await,
-            Command::Check => commands::check(config).await,
+            Command::Check { warehouse } => commands::check(config, warehouse).await,
             Command::Dlq {
                 command: DlqCommand::List,
             } => commands::dlq_list(config).await,

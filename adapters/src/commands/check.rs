@@ -7,8 +7,10 @@ use anyhow::bail;
 use super::{load_catalog, println_out};
 use crate::config::{Config, QueueConfig, StoreConfig};
 use crate::stack::{Leases, LoadQueue, Stack, Store, Stream};
+use crate::warehouse::SqlWarehouse;
+use crate::warehouse::redshift::transport::Transport as _;
 
-pub async fn check(config: Config) -> anyhow::Result<()> {
+pub async fn check(config: Config, dry_run: bool) -> anyhow::Result<()> {
     let catalog = load_catalog(&config)?;
     println_out(&format!(
         "configuration: ok (stream {}, store {}, queue {}, leases {})\ncatalog {}: {} event types, {} tables",
@@ -85,6 +87,9 @@ pub async fn check(config: Config) -> anyhow::Result<()> {
             }
         }
     }
+    if dry_run {
+        report("warehouse dry run", warehouse_dry_run(&stack).await);
+    }
     if problems.is_empty() {
         Ok(())
     } else {
@@ -107,5 +112,26 @@ fn notification_path(config: &Config) -> Result<String, String> {
         (StoreConfig::S3(_), QueueConfig::Local(_)) => Ok(
             "note: S3 announces to SQS, but an importer here would read the local queue (fine for a consumer)".into(),
         ),
+    }
+}
+
+/// `check --warehouse`: a scratch load on Redshift (see [`RedshiftWarehouse::dry_run`]).
+///
+/// [`RedshiftWarehouse::dry_run`]: crate::warehouse::RedshiftWarehouse::dry_run
+async fn warehouse_dry_run(stack: &Stack) -> Result<String, String> {
+    match stack.warehouse().await {
+        Err(e) => Err(format!("{e:#}")),
+        Ok(SqlWarehouse::Redshift(w)) => match w.dry_run().await {
+            Ok(took) => Ok(format!(
+                "a one-row COPY from the bucket into a scratch table, with the COPY role, committed in {} ms \
+                 over {} (the per-COPY cost of docs/AWS.md's freshness model)",
+                took.as_millis(),
+                w.transport().describe()
+            )),
+            Err(e) => Err(e.to_string()),
+        },
+        Ok(_) => {
+            Ok("nothing to prove: the dry run is for Redshift, whose COPY reads the bucket itself".into())
+        }
     }
 }

@@ -51,6 +51,7 @@ use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 
 pub use error::warehouse_error;
 pub use postgres::{PgWarehouse, PgWarehouseOptions};
+pub use redshift::RedshiftWarehouse;
 pub use sqlite::{SqliteWarehouse, SqliteWarehouseOptions};
 
 /// The load manifest: one row per loaded batch, unique on (`key`, `sha256`).
@@ -383,11 +384,14 @@ fn index_name(table: &str, suffix: &str) -> String {
     format!("{cut}_{hash:08x}__{suffix}")
 }
 
-/// A warehouse chosen by URL: `postgres://…` / `postgresql://…` or `sqlite://path` / `sqlite:path`.
+/// A warehouse chosen by URL: `postgres://…` / `postgresql://…`, `sqlite://path` / `sqlite:path`,
+/// or Redshift (`redshift://…`, `redshift-data://…`: see [`redshift::RedshiftUrl`]), which the
+/// stack opens with its AWS configuration and batch bucket.
 #[derive(Debug)]
 pub enum SqlWarehouse {
     Postgres(PgWarehouse),
     Sqlite(SqliteWarehouse),
+    Redshift(RedshiftWarehouse),
 }
 
 impl SqlWarehouse {
@@ -399,10 +403,16 @@ impl SqlWarehouse {
                 Ok(SqlWarehouse::Postgres(PgWarehouse::connect(url, schema).await?))
             }
             Some("sqlite") => Ok(SqlWarehouse::Sqlite(SqliteWarehouse::connect(url).await?)),
+            Some("redshift" | "redshift-data") => Err(WarehouseError::new(
+                WarehouseErrorKind::Other,
+                "a Redshift warehouse is opened by the stack, which has the AWS configuration and the \
+                 batch bucket its COPY reads (Stack::warehouse)",
+            )),
             _ => Err(WarehouseError::new(
                 WarehouseErrorKind::Other,
                 format!(
-                    "unsupported warehouse URL {:?}: expected postgres://… or sqlite://…",
+                    "unsupported warehouse URL {:?}: expected postgres://…, sqlite://…, redshift://… or \
+                     redshift-data://…",
                     url.split_once("://").map_or(url, |(s, _)| s)
                 ),
             )),
@@ -414,6 +424,7 @@ impl SqlWarehouse {
         match self {
             SqlWarehouse::Postgres(w) => w.schema_diff(catalog).await,
             SqlWarehouse::Sqlite(w) => w.schema_diff(catalog).await,
+            SqlWarehouse::Redshift(w) => w.schema_diff(catalog).await,
         }
     }
 
@@ -422,15 +433,25 @@ impl SqlWarehouse {
         match self {
             SqlWarehouse::Postgres(w) => w.close().await,
             SqlWarehouse::Sqlite(w) => w.close().await,
+            SqlWarehouse::Redshift(w) => w.close().await,
         }
     }
 }
 
 impl Warehouse for SqlWarehouse {
+    fn needs_body(&self) -> bool {
+        match self {
+            SqlWarehouse::Postgres(w) => w.needs_body(),
+            SqlWarehouse::Sqlite(w) => w.needs_body(),
+            SqlWarehouse::Redshift(w) => w.needs_body(),
+        }
+    }
+
     async fn migrate(&self, catalog: &Catalog) -> Result<(), WarehouseError> {
         match self {
             SqlWarehouse::Postgres(w) => w.migrate(catalog).await,
             SqlWarehouse::Sqlite(w) => w.migrate(catalog).await,
+            SqlWarehouse::Redshift(w) => w.migrate(catalog).await,
         }
     }
 
@@ -438,6 +459,7 @@ impl Warehouse for SqlWarehouse {
         match self {
             SqlWarehouse::Postgres(w) => w.is_loaded(key, sha256).await,
             SqlWarehouse::Sqlite(w) => w.is_loaded(key, sha256).await,
+            SqlWarehouse::Redshift(w) => w.is_loaded(key, sha256).await,
         }
     }
 
@@ -445,6 +467,7 @@ impl Warehouse for SqlWarehouse {
         match self {
             SqlWarehouse::Postgres(w) => w.load_all(requests).await,
             SqlWarehouse::Sqlite(w) => w.load_all(requests).await,
+            SqlWarehouse::Redshift(w) => w.load_all(requests).await,
         }
     }
 
@@ -452,6 +475,7 @@ impl Warehouse for SqlWarehouse {
         match self {
             SqlWarehouse::Postgres(w) => w.probe(request, rows).await,
             SqlWarehouse::Sqlite(w) => w.probe(request, rows).await,
+            SqlWarehouse::Redshift(w) => w.probe(request, rows).await,
         }
     }
 }

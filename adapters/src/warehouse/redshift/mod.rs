@@ -17,6 +17,7 @@ pub mod data_api;
 pub mod ddl;
 pub mod script;
 pub mod transport;
+pub mod url;
 pub mod wire;
 
 #[cfg(test)]
@@ -50,6 +51,50 @@ pub struct RedshiftWarehouse<T = RedshiftTransport, W = crate::aws::S3Store> {
     /// At most this many statements per transaction (the Data API's limit); a larger group is
     /// loaded as consecutive transactions of whole batches.
     max_statements: Option<usize>,
+}
+
+/// How long a load may run before it is given up (and cancelled, or its connection dropped).
+pub const STATEMENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+
+impl RedshiftWarehouse {
+    /// Opens the warehouse `url` names ([`url::RedshiftUrl`]); COPY manifests go to `bucket`.
+    pub async fn open(
+        url: &url::RedshiftUrl,
+        schema: &str,
+        iam_role: &str,
+        aws: &crate::aws::Aws,
+        bucket: crate::aws::S3Store,
+    ) -> Result<Self, WarehouseError> {
+        match url {
+            url::RedshiftUrl::Wire(url) => {
+                let transport = wire::WireTransport::connect(url, 4, STATEMENT_TIMEOUT).await?;
+                RedshiftWarehouse::new(RedshiftTransport::Wire(transport), bucket, schema, iam_role)
+            }
+            url::RedshiftUrl::DataApi { target, database } => {
+                let transport = data_api::DataApiTransport::new(
+                    aws,
+                    data_api::DataApiOptions {
+                        database: database.clone(),
+                        target: target.clone(),
+                        poll_min: std::time::Duration::from_millis(100),
+                        poll_max: std::time::Duration::from_secs(2),
+                        timeout: STATEMENT_TIMEOUT,
+                    },
+                );
+                Ok(
+                    RedshiftWarehouse::new(RedshiftTransport::DataApi(transport), bucket, schema, iam_role)?
+                        .with_max_statements(data_api::MAX_STATEMENTS),
+                )
+            }
+        }
+    }
+
+    /// Closes the wire transport's pool (the Data API holds no connection).
+    pub async fn close(&self) {
+        if let RedshiftTransport::Wire(w) = &self.transport {
+            w.close().await;
+        }
+    }
 }
 
 impl<T: Transport, W: ObjectWriter> RedshiftWarehouse<T, W> {
@@ -116,6 +161,58 @@ impl<T: Transport, W: ObjectWriter> RedshiftWarehouse<T, W> {
             }
         }
         Ok(out)
+    }
+
+    /// Proves the warehouse end to end without touching a catalog table: writes a one-row object
+    /// and its COPY manifest to the bucket, then in one transaction creates a scratch table,
+    /// COPYs the object with the COPY role, checks the count and drops the table. What it took is
+    /// the fixed cost of one COPY and one commit on this cluster (docs/AWS.md's freshness model).
+    pub async fn dry_run(&self) -> Result<std::time::Duration, WarehouseError> {
+        let stamp = now().as_micros();
+        let object = format!("{}check/{stamp}.csv", self.options.manifest_prefix);
+        let write = |key: String, body: Vec<u8>, content_type: &'static str| async move {
+            self.manifests
+                .put(&key, Bytes::from(body), content_type)
+                .await
+                .map_err(|e| WarehouseError::new(WarehouseErrorKind::Other, format!("writing {key}: {e}")))
+        };
+        write(object.clone(), b"ok\n".to_vec(), "text/csv").await?;
+        let url = format!("s3://{}/{object}", self.options.manifest_bucket);
+        let manifest = serde_json::json!({ "entries": [{ "url": url, "mandatory": true }] });
+        let manifest_key = format!("{}check/{stamp}.manifest", self.options.manifest_prefix);
+        write(
+            manifest_key.clone(),
+            manifest.to_string().into_bytes(),
+            "application/json",
+        )
+        .await?;
+        let statements = vec![
+            "CREATE TEMP TABLE \"microbatch_check\" (\"v\" VARCHAR(16))".to_owned(),
+            format!(
+                "COPY \"microbatch_check\" (\"v\") FROM {} IAM_ROLE {} MANIFEST FORMAT AS CSV NULL AS 'NULL' \
+                 TIMEFORMAT 'auto' COMPUPDATE OFF STATUPDATE OFF",
+                literal(&format!("s3://{}/{manifest_key}", self.options.manifest_bucket))?,
+                literal(&self.options.iam_role)?
+            ),
+            "SELECT 1 / (CASE WHEN pg_last_copy_count() = 1 THEN 1 ELSE 0 END)".to_owned(),
+            "DROP TABLE \"microbatch_check\"".to_owned(),
+        ];
+        let started = std::time::Instant::now();
+        self.transport.run(&statements, None).await.map_err(|f| {
+            let what = match f.statement {
+                Some(0) => "creating a temporary table (does the user have TEMP on the database?)",
+                Some(1) => {
+                    "COPY from the bucket (can the cluster assume the COPY role, and may it read the bucket?)"
+                }
+                Some(2) => "checking the rows copied",
+                _ => "the dry run",
+            };
+            WarehouseError {
+                message: format!("{what}: {}", f.error.message),
+                ..f.error
+            }
+        })?;
+        Ok(started.elapsed())
     }
 
     /// Each catalog table and column missing from the schema or of another type there.

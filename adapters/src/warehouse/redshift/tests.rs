@@ -805,3 +805,72 @@ mod through_the_data_api {
         f.finish().await;
     }
 }
+
+/// `check --warehouse`: a one-row COPY into a scratch table, dropped; nothing of the catalog is
+/// touched. Without the object the COPY reads, it says which step failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dry_run_copies_a_row_into_a_scratch_table() {
+    let f = fixture().await;
+    f.w.rs.dry_run().await.unwrap();
+    assert_eq!(
+        f.w.objects.keys("copy-manifests/check/").len(),
+        2,
+        "the object and its manifest"
+    );
+    assert!(
+        f.w.manifest_exists().await.is_none(),
+        "no catalog table or manifest made"
+    );
+    // The role cannot read the bucket: here, the object is gone when COPY looks.
+    let broken = RedshiftWarehouse::new(
+        f.w.rs.transport().clone(),
+        LostObjects,
+        &f.w.rs.options.schema,
+        ROLE,
+    )
+    .unwrap();
+    let e = broken.dry_run().await.unwrap_err();
+    assert!(
+        e.message
+            .starts_with("COPY from the bucket (can the cluster assume the COPY role"),
+        "{e}"
+    );
+    f.finish().await;
+}
+
+/// A bucket that forgets what is written to it.
+struct LostObjects;
+
+impl microbatch_core::ports::ObjectWriter for LostObjects {
+    fn bucket(&self) -> &str {
+        super::emulator::BUCKET
+    }
+
+    async fn put_batch(
+        &self,
+        _key: &str,
+        _body: microbatch_core::ports::Bytes,
+        _metadata: &microbatch_core::batch::BatchMetadata,
+    ) -> Result<(), microbatch_core::ports::PortError> {
+        Ok(())
+    }
+
+    async fn put(
+        &self,
+        _key: &str,
+        _body: microbatch_core::ports::Bytes,
+        _content_type: &str,
+    ) -> Result<(), microbatch_core::ports::PortError> {
+        Ok(())
+    }
+}
+
+impl<T> Emulated<T> {
+    /// The manifest table, if it exists.
+    async fn manifest_exists(&self) -> Option<String> {
+        sqlx::query_scalar("SELECT to_regclass('microbatch_manifest')::text")
+            .fetch_one(self.pg.pool())
+            .await
+            .unwrap()
+    }
+}
