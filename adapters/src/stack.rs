@@ -228,7 +228,7 @@ impl Stack {
             bucket.clone(),
         )
         .await?;
-        Ok(SqlWarehouse::Redshift(w))
+        Ok(SqlWarehouse::Redshift(Box::new(w)))
     }
 }
 

@@ -391,7 +391,7 @@ fn index_name(table: &str, suffix: &str) -> String {
 pub enum SqlWarehouse {
     Postgres(PgWarehouse),
     Sqlite(SqliteWarehouse),
-    Redshift(RedshiftWarehouse),
+    Redshift(Box<RedshiftWarehouse>),
 }
 
 impl SqlWarehouse {
