@@ -140,6 +140,7 @@ pub fn importer_config(config: &Config) -> ImporterConfig {
     ImporterConfig {
         receive_wait: config.receive_wait(),
         concurrency: c.concurrency.max(1),
+        cycle_max_messages: config.cycle_max_messages(),
         load_group_bytes: c.load_group_bytes.max(1),
         max_refused_rows: c.max_refused_rows,
         backoff: Backoff::new(

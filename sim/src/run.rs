@@ -130,6 +130,7 @@ fn setup(rng: &SeededEntropy) -> Setup {
             concurrency: 1,
             load_group_bytes: 8 << 20,
             max_refused_rows: 100,
+            cycle_max_messages: 10,
         },
         same_owner_on_restart: rng.unit() < 0.3,
         warehouse_reads_store: false,
@@ -138,6 +139,12 @@ fn setup(rng: &SeededEntropy) -> Setup {
     // Drawn last, so the draws before it (and every seed's configuration so far) stay as they were.
     let loops = r(1, 4) as u32;
     setup.importer.concurrency = loops as usize;
+    // Load cycles that take what queued up (several receives), half the time.
+    setup.importer.cycle_max_messages = if rng.unit() < 0.5 {
+        setup.importer.receive_max
+    } else {
+        r(10, 60) as usize
+    };
     // An importer crash abandons the message of every loop, and each comes back as one more
     // receive: more loops, more attempts burnt by crashes alone. The budget grows with the loops
     // (staying under the queue's own redrive count of 25) so that faults alone never exhaust it.

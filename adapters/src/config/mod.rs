@@ -281,7 +281,11 @@ pub struct ImporterConfig {
     /// Loads in flight at once (receive-and-load loops); keep it at or below the warehouse's
     /// connection pool.
     pub concurrency: usize,
-    /// Batches of one receive share a warehouse transaction up to this many bytes of CSV.
+    /// Messages one load cycle takes at most: the first receive waits, further receives take
+    /// what queued up meanwhile. Unset: 100 for Redshift (every COPY and commit has a fixed cost,
+    /// docs/AWS.md), one receive (10) otherwise.
+    pub cycle_max_messages: Option<usize>,
+    /// Batches of one cycle share a warehouse transaction up to this many bytes of CSV.
     pub load_group_bytes: usize,
     /// Rows of one batch the warehouse may refuse (each kept in `rejected/rows/`) before the
     /// batch itself is dead-lettered.
@@ -295,6 +299,7 @@ impl Default for ImporterConfig {
             backoff_base_ms: 500,
             backoff_cap_ms: 300_000,
             receive_wait_ms: None,
+            cycle_max_messages: None,
             concurrency: 4,
             load_group_bytes: 8 << 20,
             max_refused_rows: 100,
@@ -522,6 +527,15 @@ impl Config {
                 .receive_wait_ms
                 .unwrap_or_else(|| self.queue.default_receive_wait_ms()),
         )
+    }
+
+    /// [`ImporterConfig::cycle_max_messages`], or its default for the warehouse.
+    pub fn cycle_max_messages(&self) -> usize {
+        let redshift = crate::warehouse::redshift::url::RedshiftUrl::parse(&self.warehouse.url).is_some();
+        self.importer
+            .cycle_max_messages
+            .unwrap_or(if redshift { 100 } else { 10 })
+            .max(1)
     }
 
     /// The warehouse URL, defaulting to a SQLite file in the data directory.

@@ -46,7 +46,14 @@ pub struct ImporterConfig {
     /// Redshift COPY takes seconds), and many small per-table batches arrive at once when many
     /// tables are active: one loop at a time leaves the warehouse idle between round trips.
     pub concurrency: usize,
-    /// Batches of one receive are loaded together, in one warehouse transaction, up to this many
+    /// Messages one load cycle takes, at most. The first receive waits (long poll); then
+    /// receives that do not wait take what else is queued — what arrived while the previous cycle
+    /// loaded — until the queue has no more or this many are in hand. With hundreds of active
+    /// tables that is one transaction per cycle (on Redshift one COPY per table and one commit)
+    /// instead of one per receive, so freshness degrades with load instead of queueing. The
+    /// default is one receive's worth.
+    pub cycle_max_messages: usize,
+    /// Batches of one cycle are loaded together, in one warehouse transaction, up to this many
     /// bytes of CSV: one commit for many small batches (many active tables) instead of one each.
     /// A batch larger than this loads alone; the bound is on what the importer holds at once.
     pub load_group_bytes: usize,
@@ -63,11 +70,48 @@ impl Default for ImporterConfig {
         ImporterConfig {
             receive_max: 10,
             receive_wait: Duration::from_secs(1),
+            cycle_max_messages: 10,
             concurrency: 4,
             load_group_bytes: 8 << 20,
             backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(300), 8),
             max_refused_rows: 100,
         }
+    }
+}
+
+/// How many messages a load cycle still takes (the policy of [`Importer`]'s receive): another
+/// receive only while the last one came back full and the cycle has room.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Cycle {
+    per_receive: usize,
+    max: usize,
+    taken: usize,
+    last: Option<usize>,
+}
+
+impl Cycle {
+    fn new(per_receive: usize, max: usize) -> Self {
+        Cycle {
+            per_receive,
+            max: max.max(1),
+            taken: 0,
+            last: None,
+        }
+    }
+
+    /// What the next receive asks for.
+    fn next_receive(&self) -> usize {
+        self.per_receive.min(self.max - self.taken).max(1)
+    }
+
+    fn took(&mut self, n: usize) {
+        self.last = Some(n);
+        self.taken += n;
+    }
+
+    fn wants_more(&self) -> bool {
+        // A short receive means the queue had no more at that moment.
+        self.taken < self.max && self.last == Some(self.per_receive)
     }
 }
 
@@ -196,9 +240,25 @@ where
         Ok(n)
     }
 
+    /// One load cycle's messages: a waiting receive, then ([`Cycle`]) receives that do not wait
+    /// while the queue keeps handing over full batches.
     async fn receive(&self) -> Result<Vec<Message>, ImporterError> {
-        let max = self.config.receive_max.clamp(1, Q::MAX_BATCH);
-        match self.queue.receive(max, self.config.receive_wait).await {
+        let per_receive = self.config.receive_max.clamp(1, Q::MAX_BATCH);
+        let mut cycle = Cycle::new(per_receive, self.config.cycle_max_messages);
+        let mut messages = self
+            .receive_once(cycle.next_receive(), self.config.receive_wait)
+            .await?;
+        cycle.took(messages.len());
+        while cycle.wants_more() {
+            let more = self.receive_once(cycle.next_receive(), Duration::ZERO).await?;
+            cycle.took(more.len());
+            messages.extend(more);
+        }
+        Ok(messages)
+    }
+
+    async fn receive_once(&self, max: usize, wait: Duration) -> Result<Vec<Message>, ImporterError> {
+        match self.queue.receive(max, wait).await {
             Ok(m) => Ok(m),
             Err(e) if e.is_transient() => {
                 self.observer.observe(Observation::retry(&e));

@@ -706,3 +706,38 @@ fn the_heartbeat_keeps_a_long_load_hidden() {
     assert!((9..=11).contains(&beats), "{beats} heartbeats");
     assert_eq!(batches.settled(), vec![("m0".into(), "ack".into())]);
 }
+
+#[test]
+fn a_cycle_receives_again_while_the_queue_hands_over_full_batches() {
+    let mut c = Cycle::new(10, 35);
+    assert_eq!(c.next_receive(), 10);
+    c.took(10);
+    assert!(c.wants_more());
+    c.took(10);
+    c.took(10);
+    assert_eq!(c.next_receive(), 5, "no more than the cycle's room");
+    c.took(5);
+    assert!(!c.wants_more(), "the cycle is full");
+    let mut c = Cycle::new(10, 100);
+    c.took(10);
+    c.took(3);
+    assert!(!c.wants_more(), "a short receive: the queue is drained");
+    let mut c = Cycle::new(10, 10);
+    c.took(10);
+    assert!(!c.wants_more(), "the default: one receive per cycle");
+}
+
+#[test]
+fn a_cycle_loads_what_queued_up_in_one_group() {
+    let catalog = table_t();
+    let batches = Batches::new(&catalog, 25, 1, Compression::None);
+    let warehouse = Groups::default();
+    let config = ImporterConfig {
+        cycle_max_messages: 100,
+        ..grouped(8 << 20)
+    };
+    assert_eq!(step_once(&batches, &warehouse, &catalog, config), 25);
+    let sizes: Vec<usize> = warehouse.calls.lock().unwrap().iter().map(Vec::len).collect();
+    assert_eq!(sizes, vec![25], "three receives, one transaction");
+    assert_eq!(batches.settled().iter().filter(|(_, s)| s == "ack").count(), 25);
+}
