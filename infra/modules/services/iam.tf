@@ -204,7 +204,8 @@ data "aws_iam_policy_document" "task_consume" {
 }
 
 # import: take notifications, read batch metadata and schema objects, keep refused rows under
-# rejected/rows/, dead-letter poison batches. COPY itself reads S3 with the Redshift role.
+# rejected/rows/, write COPY manifests under copy-manifests/, dead-letter poison batches. COPY
+# itself reads S3 with the Redshift role. With a redshift-data:// warehouse URL, also the Data API.
 data "aws_iam_policy_document" "task_import" {
   statement {
     sid = "ConsumeLoadQueue"
@@ -258,6 +259,49 @@ data "aws_iam_policy_document" "task_import" {
     sid       = "KeepRefusedRows"
     actions   = ["s3:PutObject"]
     resources = ["${var.bucket_arn}/${var.rejected_prefix}rows/*"]
+  }
+
+  # One manifest per table and load (and `microbatch check --warehouse`'s one-row object); the
+  # prefix is fixed in the binary.
+  statement {
+    sid       = "WriteCopyManifests"
+    actions   = ["s3:PutObject"]
+    resources = ["${var.bucket_arn}/copy-manifests/*"]
+  }
+
+  # The Redshift Data API (redshift-data:// URLs): statements on the named workgroup or cluster;
+  # describing, reading and cancelling are limited by AWS to the statements this role ran.
+  dynamic "statement" {
+    for_each = length(var.redshift_data_api_resource_arns) > 0 ? [1] : []
+    content {
+      sid       = "RunWarehouseStatements"
+      actions   = ["redshift-data:BatchExecuteStatement", "redshift-data:ExecuteStatement"]
+      resources = var.redshift_data_api_resource_arns
+    }
+  }
+
+  dynamic "statement" {
+    for_each = length(var.redshift_data_api_resource_arns) > 0 ? [1] : []
+    content {
+      sid = "FollowWarehouseStatements"
+      actions = [
+        "redshift-data:DescribeStatement",
+        "redshift-data:GetStatementResult",
+        "redshift-data:CancelStatement",
+      ]
+      resources = ["*"]
+    }
+  }
+
+  # Temporary database credentials for the Data API without a secret (IAM identity on
+  # Serverless, db_user on a cluster).
+  dynamic "statement" {
+    for_each = length(var.redshift_data_api_resource_arns) > 0 ? [1] : []
+    content {
+      sid       = "WarehouseCredentials"
+      actions   = ["redshift-serverless:GetCredentials", "redshift:GetClusterCredentials"]
+      resources = var.redshift_data_api_resource_arns
+    }
   }
 
   statement {

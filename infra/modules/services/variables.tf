@@ -348,6 +348,12 @@ variable "redshift_copy_role_arn" {
   type        = string
 }
 
+variable "redshift_data_api_resource_arns" {
+  description = "ARNs of the Redshift Serverless workgroup or cluster (and its dbuser ARN for GetClusterCredentials) the importer reaches through the Data API, for a redshift-data:// warehouse URL; empty: no Data API permissions."
+  type        = list(string)
+  default     = []
+}
+
 variable "extra_environment" {
   description = "More environment variables for every task (e.g. RUST_LOG, or MICROBATCH_* settings of the TOML file). They cannot replace the ones this module sets."
   type        = map(string)

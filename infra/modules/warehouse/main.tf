@@ -10,6 +10,8 @@ locals {
   provisioned  = var.mode == "provisioned"
   bucket_name  = element(split(":::", var.bucket_arn), 1)
   loads_prefix = var.loads_prefix
+  # Where the importer writes COPY manifests (fixed in the binary: copy-manifests/).
+  copy_manifests_prefix = "copy-manifests/"
 
   serverless_address = one(flatten([for w in aws_redshiftserverless_workgroup.this : w.endpoint[*].address]))
   cluster_address    = one(aws_redshift_cluster.this[*].dns_name)
@@ -131,7 +133,7 @@ resource "aws_vpc_security_group_egress_rule" "https" {
 }
 
 ################################################################################
-# COPY role: reads only the bucket's loads/ prefix
+# COPY role: reads only the bucket's loads/ prefix and the COPY manifests
 ################################################################################
 
 # Only a cluster or namespace of this account can use the role: attaching it
@@ -154,11 +156,13 @@ resource "aws_iam_role" "copy" {
   tags               = var.tags
 }
 
+# The importer lists each COPY's objects in a manifest under copy-manifests/ (a prefix fixed in
+# the binary, outside loads/ so that no notification fires); COPY reads it, then the objects.
 data "aws_iam_policy_document" "copy" {
   statement {
-    sid       = "ReadBatches"
+    sid       = "ReadBatchesAndCopyManifests"
     actions   = ["s3:GetObject"]
-    resources = ["${var.bucket_arn}/${local.loads_prefix}*"]
+    resources = ["${var.bucket_arn}/${local.loads_prefix}*", "${var.bucket_arn}/${local.copy_manifests_prefix}*"]
   }
 
   statement {
@@ -169,7 +173,7 @@ data "aws_iam_policy_document" "copy" {
     condition {
       test     = "StringLike"
       variable = "s3:prefix"
-      values   = ["${local.loads_prefix}*"]
+      values   = ["${local.loads_prefix}*", "${local.copy_manifests_prefix}*"]
     }
   }
 
