@@ -13,6 +13,7 @@
 //! Migrations ([`ddl`]) run at importer start: the checked-in ones not yet recorded, then the
 //! catalog's tables and new columns.
 
+pub mod credentials;
 pub mod data_api;
 pub mod ddl;
 pub mod script;
@@ -67,7 +68,12 @@ impl RedshiftWarehouse {
     ) -> Result<Self, WarehouseError> {
         match url {
             url::RedshiftUrl::Wire(url) => {
-                let transport = wire::WireTransport::connect(url, 4, STATEMENT_TIMEOUT).await?;
+                let options = wire::WireOptions {
+                    max_connections: 4,
+                    timeout: STATEMENT_TIMEOUT,
+                    refresh_every: None,
+                };
+                let transport = wire::WireTransport::connect(url, options, Some(aws)).await?;
                 RedshiftWarehouse::new(RedshiftTransport::Wire(transport), bucket, schema, iam_role)
             }
             url::RedshiftUrl::DataApi { target, database } => {

@@ -1,5 +1,6 @@
-//! Loading the ready batches of a receive: together in one warehouse transaction; each alone
-//! when that fails, so a failure is charged to its own batch; and, when a batch fails on a row
+//! Loading the ready batches of a cycle: together in one warehouse transaction; in halves when
+//! that fails, down to each batch alone, so a failure is charged to its own batch while a
+//! transient one costs a few more loads rather than one per batch; and, when a batch fails on a row
 //! the warehouse refuses, without that row — which goes to `rejected/rows/` with the warehouse's
 //! reason — so the batch's other rows still load, exactly once (contract 4).
 
@@ -25,8 +26,10 @@ where
     B: Observer,
 {
     /// Loads the ready batches in one warehouse transaction and records each one's verdict. If
-    /// the group fails, each batch is loaded alone, so that one bad batch neither holds the
-    /// others back nor has its failure charged to them.
+    /// the group fails, each half is loaded the same way, down to single batches, so that one
+    /// bad batch neither holds the others back nor has its failure charged to them, and a
+    /// transient failure of a large cycle (hundreds of tables) is not paid for with one
+    /// transaction per batch.
     pub(super) async fn load_group(
         &self,
         messages: &[Message],
@@ -34,6 +37,16 @@ where
         verdicts: &mut [Verdict],
     ) {
         if group.is_empty() {
+            return;
+        }
+        self.load_part(messages, group, verdicts).await;
+        group.clear();
+    }
+
+    async fn load_part(&self, messages: &[Message], group: &[Ready<'_>], verdicts: &mut [Verdict]) {
+        if let [ready] = group {
+            let verdict = self.load_one(&messages[ready.message], ready).await;
+            verdicts[ready.message].merge(verdict);
             return;
         }
         let started = self.clock.now();
@@ -47,31 +60,27 @@ where
                 }
             }
             result => {
-                if group.len() > 1 {
-                    let error = match &result {
-                        Ok(outcomes) => format!(
-                            "the warehouse returned {} outcomes for {} loads (warehouse adapter bug)",
-                            outcomes.len(),
-                            group.len()
-                        ),
-                        Err(e) => e.to_string(),
-                    };
-                    self.observer.observe(Observation::PortRetry {
-                        service: "warehouse",
-                        kind: crate::ports::ErrorKind::Unavailable,
-                        error: &format!(
-                            "a group of {} loads failed, loading each alone: {error}",
-                            group.len()
-                        ),
-                    });
-                }
-                for ready in group.iter() {
-                    let verdict = self.load_one(&messages[ready.message], ready).await;
-                    verdicts[ready.message].merge(verdict);
-                }
+                let error = match &result {
+                    Ok(outcomes) => format!(
+                        "the warehouse returned {} outcomes for {} loads (warehouse adapter bug)",
+                        outcomes.len(),
+                        group.len()
+                    ),
+                    Err(e) => e.to_string(),
+                };
+                self.observer.observe(Observation::PortRetry {
+                    service: "warehouse",
+                    kind: crate::ports::ErrorKind::Unavailable,
+                    error: &format!(
+                        "a group of {} loads failed, loading it in halves: {error}",
+                        group.len()
+                    ),
+                });
+                let (a, b) = group.split_at(group.len() / 2);
+                Box::pin(self.load_part(messages, a, verdicts)).await;
+                Box::pin(self.load_part(messages, b, verdicts)).await;
             }
         }
-        group.clear();
     }
 
     /// One batch alone; a refused row starts its isolation.

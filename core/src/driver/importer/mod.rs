@@ -1,9 +1,10 @@
 //! The importer: notifications in, idempotent loads into the warehouse, acks out (contract 2 and 4).
 //!
-//! Per receive: every message's notification is parsed; every object it names is read and
+//! Per load cycle (one receive, or more: [`ImporterConfig::cycle_max_messages`]): every message's notification is parsed; every object it names is read and
 //! decided on ([`prepare`]: load, skip because the manifest has it, retry later, dead-letter);
 //! the batches to load are loaded together ([`load`]: one warehouse transaction per group, each
-//! batch alone when the group fails, and a batch's refused rows isolated so its other rows load).
+//! group in halves down to each batch alone when it fails, and a batch's refused rows isolated so
+//! its other rows load).
 //! Meanwhile a heartbeat keeps the messages hidden (a third of the visibility timeout at a time),
 //! so no load, however long, is delivered twice. Then each message is settled: acknowledged
 //! (batched, at most [`Queue::MAX_BATCH`] a call), hidden until its retry, or dead-lettered with

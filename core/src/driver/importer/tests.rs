@@ -468,7 +468,7 @@ fn groups_stop_at_their_byte_bound() {
 }
 
 #[test]
-fn a_failed_group_loads_each_batch_alone() {
+fn a_failed_group_loads_in_halves_down_to_the_bad_batch() {
     let catalog = table_t();
     let batches = Batches::new(&catalog, 3, 2, Compression::None);
     let bad = batches.key(1);
@@ -484,10 +484,11 @@ fn a_failed_group_loads_each_batch_alone() {
         vec![
             vec![k0.clone(), bad.clone(), k2.clone()],
             vec![k0],
+            vec![bad.clone(), k2.clone()],
             vec![bad],
             vec![k2]
         ],
-        "the group, then each batch alone"
+        "the group, then its halves, down to the bad batch alone"
     );
     assert_eq!(
         batches.settled(),
@@ -740,4 +741,32 @@ fn a_cycle_loads_what_queued_up_in_one_group() {
     let sizes: Vec<usize> = warehouse.calls.lock().unwrap().iter().map(Vec::len).collect();
     assert_eq!(sizes, vec![25], "three receives, one transaction");
     assert_eq!(batches.settled().iter().filter(|(_, s)| s == "ack").count(), 25);
+}
+
+#[test]
+fn a_large_failed_group_costs_a_few_loads_not_one_per_batch() {
+    let catalog = table_t();
+    let batches = Batches::new(&catalog, 64, 1, Compression::None);
+    let bad = batches.key(17);
+    let warehouse = Groups {
+        bad: Some(bad.clone()),
+        ..Groups::default()
+    };
+    let config = ImporterConfig {
+        cycle_max_messages: 100,
+        ..grouped(8 << 20)
+    };
+    step_once(&batches, &warehouse, &catalog, config);
+    let calls = warehouse.calls.lock().unwrap().len();
+    // The group, and per level of halving one failing and one good half: 1 + 2·6.
+    assert_eq!(calls, 13, "not 1 + 64");
+    let settled = batches.settled();
+    assert_eq!(settled.iter().filter(|(_, s)| s == "ack").count(), 63);
+    assert_eq!(
+        settled
+            .iter()
+            .filter(|(_, s)| s.starts_with("dead letter"))
+            .count(),
+        1
+    );
 }
