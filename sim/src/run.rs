@@ -139,12 +139,6 @@ fn setup(rng: &SeededEntropy) -> Setup {
     // Drawn last, so the draws before it (and every seed's configuration so far) stay as they were.
     let loops = r(1, 4) as u32;
     setup.importer.concurrency = loops as usize;
-    // Load cycles that take what queued up (several receives), half the time.
-    setup.importer.cycle_max_messages = if rng.unit() < 0.5 {
-        setup.importer.receive_max
-    } else {
-        r(10, 60) as usize
-    };
     // An importer crash abandons the message of every loop, and each comes back as one more
     // receive: more loops, more attempts burnt by crashes alone. The budget grows with the loops
     // (staying under the queue's own redrive count of 25) so that faults alone never exhaust it.
@@ -171,6 +165,14 @@ fn setup(rng: &SeededEntropy) -> Setup {
             bytes_per_sec: r(16 << 10, 256 << 10),
             records_per_sec: r(5, 200),
         };
+    }
+    // Load cycles that take what queued up (several receives), half the time. A crash abandons
+    // every message of a cycle in hand, and a cycle holds them longer: a few more attempts, as
+    // for the loops above, still under the queue's redrive count of 25.
+    if rng.unit() < 0.5 {
+        setup.importer.cycle_max_messages = r(10, 60) as usize;
+        let attempts = (setup.importer.backoff.max_attempts + 4).min(24);
+        setup.importer.backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(60), attempts);
     }
     setup
 }
