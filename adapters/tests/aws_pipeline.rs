@@ -7,17 +7,37 @@ mod support;
 use std::time::{Duration, Instant};
 
 use microbatch_adapters::aws::{DynamoLeases, check_kcl_item};
+use microbatch_adapters::telemetry::scrape;
 use microbatch_core::ports::{Checkpoint, LeaseStore};
-use support::{Pipeline, expected_rows, send_until_accepted, terminate, wait_exit, wait_ready};
+use support::{
+    Pipeline, aws_requests, expected_rows, free_port, metrics_page, send_until_accepted, terminate,
+    wait_exit, wait_ready,
+};
 
 /// 1. Two shards, mixed event types: HTTP → Kinesis → consumer → S3 → SQS → importer →
 ///    PostgreSQL, every accepted event's rows exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_flow_from_http_through_kinesis_s3_and_sqs_into_postgres_exactly_once() {
     let p = Pipeline::new(2, 30, 5).await;
+    let (consumer_metrics, importer_metrics) = (free_port(), free_port());
     let mut producer = p.start("produce", &[]);
-    let mut consumer = p.start("consume", &[("MICROBATCH_CONSUMER__WORKER_ID", "w1")]);
-    let mut importer = p.start("import", &[]);
+    let mut consumer = p.start(
+        "consume",
+        &[
+            ("MICROBATCH_CONSUMER__WORKER_ID", "w1"),
+            (
+                "MICROBATCH_LOG__METRICS_LISTEN",
+                &format!("127.0.0.1:{consumer_metrics}"),
+            ),
+        ],
+    );
+    let mut importer = p.start(
+        "import",
+        &[(
+            "MICROBATCH_LOG__METRICS_LISTEN",
+            &format!("127.0.0.1:{importer_metrics}"),
+        )],
+    );
     wait_ready(&p.client, &p.base).await;
     const REQUESTS: usize = 60;
     for n in 0..REQUESTS {
@@ -25,6 +45,34 @@ async fn events_flow_from_http_through_kinesis_s3_and_sqs_into_postgres_exactly_
     }
     p.assert_exactly_once(&expected_rows(REQUESTS), Duration::from_secs(90))
         .await;
+    // Every service counted its AWS calls, each under its own name (the cost model's input).
+    let produced = metrics_page(&p.client, p.port).await;
+    assert!(
+        aws_requests(&produced, "kinesis", "PutRecords", "ok") >= 1.0,
+        "{produced}"
+    );
+    let consumed = metrics_page(&p.client, consumer_metrics).await;
+    for (service, operation) in [
+        ("kinesis", "GetRecords"),
+        ("kinesis", "ListShards"),
+        ("s3", "PutObject"),
+        ("dynamodb", "UpdateItem"),
+    ] {
+        assert!(
+            aws_requests(&consumed, service, operation, "ok") >= 1.0,
+            "consumer: no {service} {operation} counted:\n{consumed}"
+        );
+    }
+    let imported = metrics_page(&p.client, importer_metrics).await;
+    let deletes = aws_requests(&imported, "sqs", "DeleteMessageBatch", "ok")
+        + aws_requests(&imported, "sqs", "DeleteMessage", "ok");
+    assert!(deletes >= 1.0, "importer: no SQS delete counted:\n{imported}");
+    for (service, operation) in [("sqs", "ReceiveMessage"), ("s3", "GetObject")] {
+        assert!(
+            aws_requests(&imported, service, operation, "ok") >= 1.0,
+            "importer: no {service} {operation} counted:\n{imported}"
+        );
+    }
     // Both shards carried events and were checkpointed.
     let leases = DynamoLeases::new(&p.aws, &p.resources.table)
         .list()

@@ -1,8 +1,11 @@
-//! What the loadtest runs against, behind [`Target`]: today the `microbatch` binary on the
-//! embedded stack with the SQLite or the PostgreSQL warehouse, as child processes on a temporary
-//! data directory. An emulated-AWS target (moto + PostgreSQL) implements the same trait: start the
-//! emulator and the services with `AWS_ENDPOINT_URL` set, hand out the producer's URL, a
-//! PostgreSQL [`Probe`], and the pids to sample.
+//! What the loadtest runs against, behind [`Target`]: the `microbatch` binary as child
+//! processes ([`Services`]), on the embedded stack with the SQLite or the PostgreSQL warehouse
+//! ([`Embedded`]), or on the emulated AWS stack with PostgreSQL ([`EmulatedAws`]: moto, the
+//! services as `infra/` runs them).
+
+mod aws;
+
+pub use aws::EmulatedAws;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -55,6 +58,10 @@ pub trait Target: Send {
     fn stop(&mut self) -> BoxFuture<'_, anyhow::Result<Vec<(String, u64)>>>;
     /// The data directory, when the target keeps its stream and objects in files.
     fn data_dir(&self) -> Option<&Path>;
+    /// Where each process serves `GET /metrics`, for the AWS calls it made ([`crate::calls`]).
+    fn metrics_addrs(&self) -> Vec<(String, SocketAddr)> {
+        Vec::new()
+    }
 }
 
 /// Which warehouse the embedded stack loads.
@@ -67,16 +74,14 @@ pub enum WarehouseKind {
 /// The `microbatch` binary on the embedded stack (local stream, directory, queue).
 #[derive(Debug)]
 pub struct Embedded {
-    bin: PathBuf,
     warehouse: WarehouseKind,
     dir: tempfile::TempDir,
     addr: SocketAddr,
-    env: Vec<(String, String)>,
-    children: Vec<(String, Child)>,
+    services: Services,
 }
 
 /// A free port on 127.0.0.1 (bound and released; the child binds it right after).
-fn free_port() -> anyhow::Result<SocketAddr> {
+pub fn free_port() -> anyhow::Result<SocketAddr> {
     let l = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(l.local_addr()?)
 }
@@ -102,56 +107,172 @@ impl Embedded {
         let dir = tempfile::Builder::new()
             .prefix("microbatch-loadtest.")
             .tempdir()?;
+        let services = Services::new(bin, dir.path().to_path_buf());
         Ok(Embedded {
-            bin,
             warehouse,
             dir,
             addr: free_port()?,
-            env: Vec::new(),
-            children: Vec::new(),
+            services,
         })
     }
+}
 
-    fn command(&self, sub: &str) -> Command {
+/// The `microbatch` processes of a target, one per role, each logging to `<role>.log` in the
+/// target's directory; stopped in the order they started (the producer first, so everything
+/// accepted drains downstream).
+#[derive(Debug)]
+pub struct Services {
+    bin: PathBuf,
+    logs: PathBuf,
+    env: Vec<(String, String)>,
+    children: Vec<(String, Child)>,
+}
+
+impl Services {
+    pub fn new(bin: PathBuf, logs: PathBuf) -> Self {
+        Services {
+            bin,
+            logs,
+            env: Vec::new(),
+            children: Vec::new(),
+        }
+    }
+
+    /// The environment of every process started from now on.
+    pub fn set_env(&mut self, env: Vec<(String, String)>) {
+        self.env = env;
+    }
+
+    fn command(&self, sub: &str, more: &[(String, String)]) -> Command {
         let mut c = Command::new(&self.bin);
         c.arg(sub)
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .envs(self.env.iter().chain(more).map(|(k, v)| (k, v)))
             .kill_on_drop(true)
             .stdin(Stdio::null());
         c
     }
 
-    async fn spawn(&mut self, sub: &str) -> anyhow::Result<()> {
-        let log = std::fs::File::create(self.dir.path().join(format!("{sub}.log")))?;
+    fn log(&self, role: &str) -> String {
+        std::fs::read_to_string(self.logs.join(format!("{role}.log"))).unwrap_or_default()
+    }
+
+    /// Runs `microbatch migrate` to its end: the warehouse tables exist before the first
+    /// event, so the probe can read them.
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        let out = self.command("migrate", &[]).output().await?;
+        if !out.status.success() {
+            bail!(
+                "microbatch migrate failed ({}):\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
+    }
+
+    /// Starts `microbatch <sub>` as `role`, with `more` on top of the shared environment.
+    pub fn spawn(&mut self, role: &str, sub: &str, more: &[(String, String)]) -> anyhow::Result<()> {
+        let log = std::fs::File::create(self.logs.join(format!("{role}.log")))?;
         let child = self
-            .command(sub)
+            .command(sub, more)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .with_context(|| format!("cannot start {} {sub}", self.bin.display()))?;
-        self.children.push((sub.to_owned(), child));
+        self.children.push((role.to_owned(), child));
         Ok(())
     }
 
-    async fn wait_ready(&mut self) -> anyhow::Result<()> {
+    /// Waits until the producer at `addr` answers `/readyz`, failing with its log if any
+    /// process exits first.
+    pub async fn wait_ready(&mut self, addr: SocketAddr) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if readyz(self.addr).await {
+            if readyz(addr).await {
                 return Ok(());
             }
+            let mut exited = None;
             for (role, child) in &mut self.children {
                 if let Some(status) = child.try_wait()? {
-                    let log = std::fs::read_to_string(self.dir.path().join(format!("{role}.log")))
-                        .unwrap_or_default();
-                    bail!("microbatch {role} exited with {status}:\n{log}");
+                    exited = Some((role.clone(), status));
                 }
             }
+            if let Some((role, status)) = exited {
+                bail!("microbatch {role} exited with {status}:\n{}", self.log(&role));
+            }
             if Instant::now() > deadline {
-                bail!("the producer did not become ready on {} within 30 s", self.addr);
+                bail!("the producer did not become ready on {addr} within 30 s");
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+
+    pub fn processes(&self) -> Vec<Proc> {
+        self.children
+            .iter()
+            .filter_map(|(role, c)| {
+                c.id().map(|pid| Proc {
+                    role: role.clone(),
+                    pid,
+                })
+            })
+            .collect()
+    }
+
+    /// SIGKILLs `role` (no drain, no goodbye: a crashed task) and forgets it.
+    pub async fn kill(&mut self, role: &str) -> anyhow::Result<()> {
+        let i = self
+            .children
+            .iter()
+            .position(|(r, _)| r == role)
+            .with_context(|| format!("no process {role}"))?;
+        let (_, mut child) = self.children.remove(i);
+        child.kill().await?;
+        Ok(())
+    }
+
+    /// SIGTERM to each, in order, waiting for it to drain: each one's peak RSS in bytes.
+    pub async fn stop(&mut self) -> anyhow::Result<Vec<(String, u64)>> {
+        let mut peaks = Vec::new();
+        for (role, child) in &mut self.children {
+            let Some(pid) = child.id() else { continue };
+            peaks.push((role.clone(), peak_rss(pid).unwrap_or(0)));
+            let _ = std::process::Command::new("kill")
+                .arg("-TERM")
+                .arg(pid.to_string())
+                .status();
+            match tokio::time::timeout(Duration::from_secs(60), child.wait()).await {
+                Ok(status) => {
+                    let status = status?;
+                    if !status.success() {
+                        let log = std::fs::read_to_string(self.logs.join(format!("{role}.log")));
+                        bail!(
+                            "microbatch {role} exited with {status}:\n{}",
+                            log.unwrap_or_default()
+                        );
+                    }
+                }
+                Err(_) => {
+                    child.kill().await?;
+                    bail!("microbatch {role} did not stop within 60 s of SIGTERM");
+                }
+            }
+        }
+        self.children.clear();
+        Ok(peaks)
+    }
+}
+
+/// Drops `schema` (a run starts on empty tables; `migrate` makes them again).
+pub async fn reset_schema(url: &str, schema: &str) -> anyhow::Result<()> {
+    let pool = sqlx::PgPool::connect(url)
+        .await
+        .with_context(|| format!("cannot reach PostgreSQL at {url}"))?;
+    sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+        .execute(&pool)
+        .await?;
+    pool.close().await;
+    Ok(())
 }
 
 /// Whether `GET /readyz` answers 200.
@@ -208,36 +329,26 @@ impl Target for Embedded {
             if let WarehouseKind::Postgres { url, schema } = &self.warehouse {
                 env.push(("MICROBATCH_WAREHOUSE__URL".into(), url.clone()));
                 env.push(("MICROBATCH_WAREHOUSE__SCHEMA".into(), schema.clone()));
-                let pool = sqlx::PgPool::connect(url)
-                    .await
-                    .context("cannot reach PostgreSQL")?;
-                sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
-                    .execute(&pool)
-                    .await?;
-                pool.close().await;
+                reset_schema(url, schema).await?;
             }
-            self.env = env;
-            // The warehouse tables exist before the first event, so the probe can read them.
-            let status = self.command("migrate").stdout(Stdio::null()).status().await?;
-            if !status.success() {
-                bail!("microbatch migrate failed ({status})");
-            }
+            self.services.set_env(env);
+            self.services.migrate().await?;
             if s.split {
-                self.spawn("produce").await?;
+                self.services.spawn("produce", "produce", &[])?;
                 if !s.producer_only {
                     self.start_rest().await?;
                 }
             } else {
-                self.spawn("run").await?;
+                self.services.spawn("run", "run", &[])?;
             }
-            self.wait_ready().await
+            self.services.wait_ready(self.addr).await
         })
     }
 
     fn start_rest(&mut self) -> BoxFuture<'_, anyhow::Result<()>> {
         Box::pin(async move {
-            self.spawn("consume").await?;
-            self.spawn("import").await
+            self.services.spawn("consume", "consume", &[])?;
+            self.services.spawn("import", "import", &[])
         })
     }
 
@@ -257,46 +368,11 @@ impl Target for Embedded {
     }
 
     fn processes(&self) -> Vec<Proc> {
-        self.children
-            .iter()
-            .filter_map(|(role, c)| {
-                c.id().map(|pid| Proc {
-                    role: role.clone(),
-                    pid,
-                })
-            })
-            .collect()
+        self.services.processes()
     }
 
     fn stop(&mut self) -> BoxFuture<'_, anyhow::Result<Vec<(String, u64)>>> {
-        Box::pin(async move {
-            let mut peaks = Vec::new();
-            // Producer first, so everything accepted drains downstream; then the rest.
-            for (role, child) in &mut self.children {
-                let Some(pid) = child.id() else { continue };
-                peaks.push((role.clone(), peak_rss(pid).unwrap_or(0)));
-                let _ = std::process::Command::new("kill")
-                    .arg("-TERM")
-                    .arg(pid.to_string())
-                    .status();
-                match tokio::time::timeout(Duration::from_secs(60), child.wait()).await {
-                    Ok(status) => {
-                        let status = status?;
-                        if !status.success() {
-                            let log = std::fs::read_to_string(self.dir.path().join(format!("{role}.log")))
-                                .unwrap_or_default();
-                            bail!("microbatch {role} exited with {status}:\n{log}");
-                        }
-                    }
-                    Err(_) => {
-                        child.kill().await?;
-                        bail!("microbatch {role} did not stop within 60 s of SIGTERM");
-                    }
-                }
-            }
-            self.children.clear();
-            Ok(peaks)
-        })
+        Box::pin(self.services.stop())
     }
 
     fn data_dir(&self) -> Option<&Path> {

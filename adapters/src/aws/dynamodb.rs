@@ -214,7 +214,7 @@ pub fn check_kcl_item(item: &Item) -> Result<(), String> {
 impl DynamoLeases {
     pub fn new(aws: &Aws, table: impl Into<String>) -> Self {
         DynamoLeases {
-            client: Client::new(aws.sdk()),
+            client: aws.dynamodb(),
             table: table.into(),
         }
     }

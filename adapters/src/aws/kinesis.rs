@@ -62,7 +62,7 @@ pub struct KinesisStream {
 impl KinesisStream {
     pub fn new(aws: &Aws, name: impl Into<String>) -> Self {
         KinesisStream {
-            client: Client::new(aws.sdk()),
+            client: aws.kinesis(),
             name: name.into(),
             listing: Mutex::new(Listing::default()),
         }
@@ -254,6 +254,19 @@ fn timestamp(t: Option<&aws_sdk_kinesis::primitives::DateTime>) -> Timestamp {
     })
 }
 
+/// Kinesis bills a put in payload units of 25 KB (KiB: AWS's "25 KB" is 25 × 1024 bytes).
+pub const PUT_PAYLOAD_UNIT_BYTES: usize = 25 * 1024;
+
+/// One record Kinesis accepted into `shard`: its bytes against the shard's write limit, and the
+/// payload units it is billed.
+fn count_put(shard: &str, size: usize) {
+    metrics::counter!("microbatch_kinesis_put_records_total", "shard" => shard.to_owned()).increment(1);
+    metrics::counter!("microbatch_kinesis_put_bytes_total", "shard" => shard.to_owned())
+        .increment(size as u64);
+    metrics::counter!("microbatch_kinesis_put_payload_units_total")
+        .increment(size.div_ceil(PUT_PAYLOAD_UNIT_BYTES) as u64);
+}
+
 impl StreamWriter for KinesisStream {
     async fn shards(&self) -> Result<Vec<ShardInfo>, PortError> {
         self.list().await
@@ -266,6 +279,11 @@ impl StreamWriter for KinesisStream {
         let doing = format!("cannot put records into stream {}", self.name);
         let n = records.len();
         let mut call = self.client.put_records().stream_name(&self.name);
+        // What Kinesis counts against a shard's 1 MiB/s and bills in 25 KB payload units.
+        let sizes: Vec<usize> = records
+            .iter()
+            .map(|r| r.data.len() + r.partition_key.len())
+            .collect();
         for r in records {
             let mut entry = PutRecordsRequestEntry::builder()
                 .partition_key(r.partition_key)
@@ -288,27 +306,33 @@ impl StreamWriter for KinesisStream {
         Ok(out
             .records()
             .iter()
-            .map(|r| match (r.error_code(), r.shard_id(), r.sequence_number()) {
-                (None, Some(shard), Some(seq)) => Ok(PutAck {
-                    shard: ShardId::new(shard),
-                    seq: SequenceNumber::parse(seq)
-                        .map_err(|e| PortError::invalid(SERVICE, e.to_string()))?,
-                }),
-                (code, _, _) => Err(PortError::new(
-                    SERVICE,
-                    // A record's failure has a code and no status: a code we do not know is
-                    // Kinesis' own trouble, so it is retried.
-                    match code {
-                        Some(c) => error_kind(Some(c), Some(500)),
-                        None => error_kind(None, Some(500)),
-                    },
-                    format!(
-                        "{}: {}",
-                        code.unwrap_or("no sequence number"),
-                        r.error_message().unwrap_or("")
-                    ),
-                )),
-            })
+            .zip(sizes)
+            .map(
+                |(r, size)| match (r.error_code(), r.shard_id(), r.sequence_number()) {
+                    (None, Some(shard), Some(seq)) => Ok({
+                        count_put(shard, size);
+                        PutAck {
+                            shard: ShardId::new(shard),
+                            seq: SequenceNumber::parse(seq)
+                                .map_err(|e| PortError::invalid(SERVICE, e.to_string()))?,
+                        }
+                    }),
+                    (code, _, _) => Err(PortError::new(
+                        SERVICE,
+                        // A record's failure has a code and no status: a code we do not know is
+                        // Kinesis' own trouble, so it is retried.
+                        match code {
+                            Some(c) => error_kind(Some(c), Some(500)),
+                            None => error_kind(None, Some(500)),
+                        },
+                        format!(
+                            "{}: {}",
+                            code.unwrap_or("no sequence number"),
+                            r.error_message().unwrap_or("")
+                        ),
+                    )),
+                },
+            )
             .collect())
     }
 }

@@ -14,6 +14,8 @@
 
 mod dynamodb;
 mod kinesis;
+pub mod provision;
+pub mod requests;
 mod s3;
 mod sqs;
 
@@ -24,6 +26,8 @@ use aws_sdk_kinesis::config::http::HttpResponse;
 use aws_sdk_kinesis::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use microbatch_core::ports::{ErrorKind, PortError};
 
+use requests::CountRequests;
+
 pub use dynamodb::{DynamoLeases, KCL_ATTRIBUTES, check_kcl_item, kcl_item, lease_of_item};
 pub use kinesis::KinesisStream;
 pub use s3::S3Store;
@@ -33,6 +37,18 @@ pub use sqs::{SqsDeadLetter, SqsQueue};
 /// Without it a request stuck on a half-open connection would hang its driver.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A service's client on the shared configuration, counting its requests ([`requests`]). Every
+/// client the adapters use is made here, so no call goes uncounted.
+macro_rules! client {
+    ($aws:expr, $sdk:ident) => {
+        $sdk::Client::from_conf(
+            $sdk::config::Builder::from(&$aws.sdk)
+                .interceptor(CountRequests)
+                .build(),
+        )
+    };
+}
 
 /// The SDK's shared configuration: region, credentials, endpoints, timeouts.
 #[derive(Clone, Debug)]
@@ -69,6 +85,39 @@ impl Aws {
 
     pub fn sdk(&self) -> &SdkConfig {
         &self.sdk
+    }
+
+    pub fn kinesis(&self) -> aws_sdk_kinesis::Client {
+        client!(self, aws_sdk_kinesis)
+    }
+
+    /// `path_style`: `http://host/bucket/key` addressing, which emulators on `localhost` need.
+    pub fn s3(&self, path_style: bool) -> aws_sdk_s3::Client {
+        let config = aws_sdk_s3::config::Builder::from(&self.sdk)
+            .force_path_style(path_style)
+            .interceptor(CountRequests)
+            .build();
+        aws_sdk_s3::Client::from_conf(config)
+    }
+
+    pub fn sqs(&self) -> aws_sdk_sqs::Client {
+        client!(self, aws_sdk_sqs)
+    }
+
+    pub fn dynamodb(&self) -> aws_sdk_dynamodb::Client {
+        client!(self, aws_sdk_dynamodb)
+    }
+
+    pub fn redshift_data(&self) -> aws_sdk_redshiftdata::Client {
+        client!(self, aws_sdk_redshiftdata)
+    }
+
+    pub fn redshift(&self) -> aws_sdk_redshift::Client {
+        client!(self, aws_sdk_redshift)
+    }
+
+    pub fn redshift_serverless(&self) -> aws_sdk_redshiftserverless::Client {
+        client!(self, aws_sdk_redshiftserverless)
     }
 
     /// The region, for messages.

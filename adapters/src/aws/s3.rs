@@ -29,11 +29,8 @@ pub struct S3Store {
 impl S3Store {
     /// `path_style`: `http://host/bucket/key` addressing, which emulators on `localhost` need.
     pub fn new(aws: &Aws, bucket: impl Into<String>, path_style: bool) -> Self {
-        let config = aws_sdk_s3::config::Builder::from(aws.sdk())
-            .force_path_style(path_style)
-            .build();
         S3Store {
-            client: Client::from_conf(config),
+            client: aws.s3(path_style),
             bucket: bucket.into(),
         }
     }

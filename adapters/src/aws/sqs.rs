@@ -64,7 +64,7 @@ impl SqsQueue {
     /// queue's attribute).
     pub fn new(aws: &Aws, url: impl Into<String>, dlq_url: impl Into<String>, visibility: Duration) -> Self {
         SqsQueue {
-            client: Client::new(aws.sdk()),
+            client: aws.sqs(),
             url: url.into(),
             dlq_url: dlq_url.into(),
             visibility,

@@ -7,7 +7,6 @@ mod dlq;
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context as _;
 use microbatch_core::catalog::{Catalog, Source};
@@ -15,6 +14,7 @@ use microbatch_core::catalog::{Catalog, Source};
 use crate::app::{Shutdown, run_consumer, run_importer, serve_producer};
 use crate::config::Config;
 use crate::stack::Stack;
+use crate::telemetry::Telemetry;
 
 pub use check::check;
 pub use demo::demo;
@@ -63,7 +63,8 @@ async fn run_all(
     shutdown: Shutdown,
     bound: Option<tokio::sync::oneshot::Sender<std::net::SocketAddr>>,
 ) -> anyhow::Result<()> {
-    let metrics = Some(crate::telemetry::setup_metrics(config.log.metrics));
+    let telemetry = Telemetry::start(config.log.metrics, config.log.metrics_listen).await?;
+    let metrics = Some(telemetry.handle.clone());
     let config = Arc::new(config);
     let (consumer_stop, importer_stop) = (Shutdown::default(), Shutdown::default());
     let producer = {
@@ -107,10 +108,8 @@ async fn run_all(
             run_importer(&config, &catalog, &stack.queue, &stack.store, warehouse, stop).await
         })
     };
-    let emf = tokio::spawn(crate::telemetry::emf_flush(Duration::from_secs(60)));
     let (p, c, i) = tokio::join!(producer, consumer, importer);
-    emf.abort();
-    crate::telemetry::flush_emf_now();
+    telemetry.finish();
     p??;
     c??;
     i??;
@@ -125,23 +124,22 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 }
 
 pub async fn produce(config: Config) -> anyhow::Result<()> {
+    // Before the stack opens, so its first AWS calls are counted too.
+    let telemetry = Telemetry::start(config.log.metrics, config.log.metrics_listen).await?;
     let (catalog, stack) = open(&config).await?;
     let shutdown = Shutdown::default();
     shutdown.on_signals();
-    let metrics = Some(crate::telemetry::setup_metrics(config.log.metrics));
-    let emf = tokio::spawn(crate::telemetry::emf_flush(Duration::from_secs(60)));
+    let metrics = Some(telemetry.handle.clone());
     let result = serve_producer(&config, catalog, &stack.stream, metrics, shutdown, None).await;
-    emf.abort();
-    crate::telemetry::flush_emf_now();
+    telemetry.finish();
     result
 }
 
 pub async fn consume(config: Config) -> anyhow::Result<()> {
+    let telemetry = Telemetry::start(config.log.metrics, config.log.metrics_listen).await?;
     let (catalog, stack) = open(&config).await?;
     let shutdown = Shutdown::default();
     shutdown.on_signals();
-    crate::telemetry::setup_metrics(config.log.metrics);
-    let emf = tokio::spawn(crate::telemetry::emf_flush(Duration::from_secs(60)));
     let result = run_consumer(
         &config,
         &catalog,
@@ -151,21 +149,18 @@ pub async fn consume(config: Config) -> anyhow::Result<()> {
         shutdown,
     )
     .await;
-    emf.abort();
-    crate::telemetry::flush_emf_now();
+    telemetry.finish();
     result
 }
 
 pub async fn import(config: Config) -> anyhow::Result<()> {
+    let telemetry = Telemetry::start(config.log.metrics, config.log.metrics_listen).await?;
     let (catalog, stack) = open(&config).await?;
     let shutdown = Shutdown::default();
     shutdown.on_signals();
-    crate::telemetry::setup_metrics(config.log.metrics);
-    let emf = tokio::spawn(crate::telemetry::emf_flush(Duration::from_secs(60)));
     let warehouse = stack.warehouse().await?;
     let result = run_importer(&config, &catalog, &stack.queue, &stack.store, warehouse, shutdown).await;
-    emf.abort();
-    crate::telemetry::flush_emf_now();
+    telemetry.finish();
     result
 }
 

@@ -328,6 +328,9 @@ pub enum MetricsFormat {
 pub struct LogConfig {
     pub format: LogFormat,
     pub metrics: MetricsFormat,
+    /// Where `consume` and `import` serve `GET /metrics` (they have no HTTP port otherwise; the
+    /// producer serves it on its own). Unset: no listener.
+    pub metrics_listen: Option<SocketAddr>,
     /// `RUST_LOG`-style filter.
     pub filter: String,
 }
@@ -337,6 +340,7 @@ impl Default for LogConfig {
         LogConfig {
             format: LogFormat::Text,
             metrics: MetricsFormat::Prometheus,
+            metrics_listen: None,
             filter: "info".into(),
         }
     }

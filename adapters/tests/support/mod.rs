@@ -13,19 +13,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use aws_config::{BehaviorVersion, Region};
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-};
-use aws_sdk_kinesis::config::Credentials;
-use aws_sdk_s3::types::{
-    Event, FilterRule, FilterRuleName, NotificationConfiguration, NotificationConfigurationFilter,
-    QueueConfiguration, S3KeyFilter,
-};
-use aws_sdk_sqs::types::QueueAttributeName;
 use microbatch_adapters::aws::Aws;
-
-pub const REGION: &str = "us-east-1";
+use microbatch_adapters::aws::provision;
+use microbatch_adapters::telemetry::scrape;
 
 /// Endpoints a test set for itself (the containers feature starts its own), ahead of the
 /// environment's.
@@ -52,28 +42,13 @@ pub fn endpoint() -> String {
 
 /// The SDK configuration a test's own clients use: the emulator, a region, static keys.
 pub async fn aws() -> Aws {
-    let sdk = aws_config::defaults(BehaviorVersion::latest())
-        .endpoint_url(endpoint())
-        .region(Region::new(REGION))
-        .credentials_provider(Credentials::new("testing", "testing", None, None, "tests"))
-        .load()
-        .await;
-    Aws::from_sdk(sdk)
+    provision::emulator_aws(&endpoint()).await
 }
 
 /// The environment a `microbatch` child needs to reach the emulator: what a deployment's task
 /// gets from its role and region, plus the endpoint.
 pub fn aws_env() -> Vec<(String, String)> {
-    vec![
-        ("AWS_ENDPOINT_URL".into(), endpoint()),
-        ("AWS_REGION".into(), REGION.into()),
-        ("AWS_ACCESS_KEY_ID".into(), "testing".into()),
-        ("AWS_SECRET_ACCESS_KEY".into(), "testing".into()),
-        // No profile files or instance metadata lookups from the test machine.
-        ("AWS_CONFIG_FILE".into(), "/dev/null".into()),
-        ("AWS_SHARED_CREDENTIALS_FILE".into(), "/dev/null".into()),
-        ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
-    ]
+    provision::emulator_env(&endpoint())
 }
 
 /// A name no other test (or earlier run against the same emulator) uses.
@@ -91,41 +66,8 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
-/// The resources of one pipeline: a stream, a bucket announcing `loads/` to a queue with a
-/// dead-letter queue, and a lease table.
-#[derive(Debug, Clone)]
-pub struct Resources {
-    pub stream: String,
-    pub bucket: String,
-    pub queue_url: String,
-    pub dlq_url: String,
-    pub table: String,
-    pub visibility_secs: u32,
-    pub max_receives: u32,
-}
-
 pub async fn create_stream(aws: &Aws, name: &str, shards: i32) {
-    let k = aws_sdk_kinesis::Client::new(aws.sdk());
-    k.create_stream()
-        .stream_name(name)
-        .shard_count(shards)
-        .send()
-        .await
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let out = k
-            .describe_stream_summary()
-            .stream_name(name)
-            .send()
-            .await
-            .unwrap();
-        if out.stream_description_summary().unwrap().stream_status().as_str() == "ACTIVE" {
-            return;
-        }
-        assert!(Instant::now() < deadline, "stream {name} never became ACTIVE");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    provision::create_stream(aws, name, shards).await.unwrap();
 }
 
 pub async fn create_queues(
@@ -134,158 +76,47 @@ pub async fn create_queues(
     visibility_secs: u32,
     max_receives: u32,
 ) -> (String, String) {
-    let sqs = aws_sdk_sqs::Client::new(aws.sdk());
-    let dlq_url = sqs
-        .create_queue()
-        .queue_name(format!("{name}-dlq"))
-        .send()
+    provision::create_queues(aws, name, visibility_secs, max_receives)
         .await
         .unwrap()
-        .queue_url()
-        .unwrap()
-        .to_owned();
-    let dlq_arn = sqs
-        .get_queue_attributes()
-        .queue_url(&dlq_url)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .unwrap()
-        .attributes()
-        .unwrap()[&QueueAttributeName::QueueArn]
-        .clone();
-    let queue_url = sqs
-        .create_queue()
-        .queue_name(name)
-        .attributes(QueueAttributeName::VisibilityTimeout, visibility_secs.to_string())
-        .attributes(
-            QueueAttributeName::RedrivePolicy,
-            format!(r#"{{"deadLetterTargetArn":"{dlq_arn}","maxReceiveCount":"{max_receives}"}}"#),
-        )
-        .send()
-        .await
-        .unwrap()
-        .queue_url()
-        .unwrap()
-        .to_owned();
-    (queue_url, dlq_url)
 }
 
 /// A bucket whose new objects under `loads/` are announced to the queue at `queue_url`.
 pub async fn create_bucket(aws: &Aws, bucket: &str, queue_url: &str) {
-    let s3 = aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::config::Builder::from(aws.sdk())
-            .force_path_style(true)
-            .build(),
-    );
-    s3.create_bucket().bucket(bucket).send().await.unwrap();
-    let sqs = aws_sdk_sqs::Client::new(aws.sdk());
-    let arn = sqs
-        .get_queue_attributes()
-        .queue_url(queue_url)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .unwrap()
-        .attributes()
-        .unwrap()[&QueueAttributeName::QueueArn]
-        .clone();
-    let prefix = FilterRule::builder()
-        .name(FilterRuleName::Prefix)
-        .value("loads/")
-        .build();
-    let config = NotificationConfiguration::builder()
-        .queue_configurations(
-            QueueConfiguration::builder()
-                .queue_arn(arn)
-                .events(Event::S3ObjectCreated)
-                .filter(
-                    NotificationConfigurationFilter::builder()
-                        .key(S3KeyFilter::builder().filter_rules(prefix).build())
-                        .build(),
-                )
-                .build()
-                .unwrap(),
-        )
-        .build();
-    s3.put_bucket_notification_configuration()
-        .bucket(bucket)
-        .notification_configuration(config)
-        .send()
-        .await
-        .unwrap();
+    provision::create_bucket(aws, bucket, queue_url).await.unwrap();
 }
 
 pub async fn create_lease_table(aws: &Aws, table: &str) {
-    let ddb = aws_sdk_dynamodb::Client::new(aws.sdk());
-    ddb.create_table()
-        .table_name(table)
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("leaseKey")
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .unwrap(),
-        )
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name("leaseKey")
-                .key_type(KeyType::Hash)
-                .build()
-                .unwrap(),
-        )
-        .billing_mode(BillingMode::PayPerRequest)
-        .send()
-        .await
-        .unwrap();
+    provision::create_lease_table(aws, table).await.unwrap();
+}
+
+/// The resources of one pipeline, under a name of their own.
+#[derive(Debug, Clone)]
+pub struct Resources(pub provision::Resources);
+
+impl std::ops::Deref for Resources {
+    type Target = provision::Resources;
+    fn deref(&self) -> &provision::Resources {
+        &self.0
+    }
 }
 
 impl Resources {
     /// Everything of one pipeline, created on the emulator.
     pub async fn create(aws: &Aws, shards: i32, visibility_secs: u32, max_receives: u32) -> Resources {
         let name = unique("mb");
-        let (queue_url, dlq_url) = create_queues(aws, &name, visibility_secs, max_receives).await;
-        create_stream(aws, &name, shards).await;
-        create_bucket(aws, &name, &queue_url).await;
-        create_lease_table(aws, &name).await;
-        Resources {
-            stream: name.clone(),
-            bucket: name.clone(),
-            queue_url,
-            dlq_url,
-            table: name,
-            visibility_secs,
-            max_receives,
-        }
+        Resources(
+            provision::Resources::create(aws, &name, shards, visibility_secs, max_receives)
+                .await
+                .unwrap(),
+        )
     }
 
-    /// The configuration of a deployment on these resources (the variables
-    /// infra/modules/services passes), for a `microbatch` child.
+    /// The configuration of a deployment on these resources, with the emulator's, for a
+    /// `microbatch` child.
     pub fn env(&self) -> Vec<(String, String)> {
         let mut env = aws_env();
-        env.extend(
-            [
-                ("MICROBATCH_STREAM__KIND", "kinesis"),
-                ("MICROBATCH_STREAM_NAME", self.stream.as_str()),
-                ("MICROBATCH_STORE__KIND", "s3"),
-                ("MICROBATCH_BUCKET", self.bucket.as_str()),
-                ("MICROBATCH_STORE__PATH_STYLE", "true"),
-                ("MICROBATCH_QUEUE__KIND", "sqs"),
-                ("MICROBATCH_QUEUE_URL", self.queue_url.as_str()),
-                ("MICROBATCH_DLQ_URL", self.dlq_url.as_str()),
-                ("MICROBATCH_LEASES__KIND", "dynamodb"),
-                ("MICROBATCH_LEASE_TABLE", self.table.as_str()),
-            ]
-            .map(|(k, v)| (k.to_owned(), v.to_owned())),
-        );
-        env.push((
-            "MICROBATCH_QUEUE__VISIBILITY_SECS".into(),
-            self.visibility_secs.to_string(),
-        ));
-        env.push((
-            "MICROBATCH_QUEUE__MAX_RECEIVES".into(),
-            self.max_receives.to_string(),
-        ));
+        env.extend(self.0.env());
         env
     }
 }
@@ -438,6 +269,33 @@ pub async fn wait_ready(client: &reqwest::Client, base: &str) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("the producer did not become ready at {base}");
+}
+
+/// The sum of `microbatch_aws_requests_total` over the samples of `service`'s `operation` with
+/// `outcome` in a Prometheus page.
+pub fn aws_requests(page: &str, service: &str, operation: &str, outcome: &str) -> f64 {
+    scrape::sum(
+        page,
+        "microbatch_aws_requests_total",
+        &[
+            ("service", service),
+            ("operation", operation),
+            ("outcome", outcome),
+        ],
+    )
+}
+
+/// `GET /metrics` at 127.0.0.1:`port`.
+pub async fn metrics_page(client: &reqwest::Client, port: u16) -> String {
+    client
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .unwrap_or_else(|e| panic!("GET /metrics on port {port}: {e}"))
+        .text()
+        .await
+        .unwrap()
 }
 
 pub fn free_port() -> u16 {

@@ -115,7 +115,8 @@ pub async fn fetch(
     };
     match auth {
         IamAuth::Cluster { cluster_identifier } => {
-            let out = aws_sdk_redshift::Client::new(aws.sdk())
+            let out = aws
+                .redshift()
                 .get_cluster_credentials()
                 .cluster_identifier(cluster_identifier)
                 .db_user(db_user)
@@ -132,7 +133,8 @@ pub async fn fetch(
             })
         }
         IamAuth::Workgroup { workgroup_name } => {
-            let out = aws_sdk_redshiftserverless::Client::new(aws.sdk())
+            let out = aws
+                .redshift_serverless()
                 .get_credentials()
                 .workgroup_name(workgroup_name)
                 .db_name(database)

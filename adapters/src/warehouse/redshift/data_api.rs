@@ -61,7 +61,7 @@ pub struct DataApiTransport {
 impl DataApiTransport {
     pub fn new(aws: &Aws, options: DataApiOptions) -> Self {
         DataApiTransport {
-            client: Client::new(aws.sdk()),
+            client: aws.redshift_data(),
             options,
         }
     }

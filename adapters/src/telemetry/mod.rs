@@ -2,7 +2,9 @@
 //! CloudWatch Embedded Metric Format (EMF) lines for the alarms in `infra/`.
 //!
 //! The names are the contract in `docs/METRICS.md`. [`MetricsObserver`] turns the drivers'
-//! [`Observation`]s into both; the HTTP layer records its own.
+//! [`Observation`]s into both; the HTTP layer records its own. [`scrape`] reads a page back.
+
+pub mod scrape;
 
 use std::collections::BTreeMap;
 use std::sync::{Mutex, OnceLock};
@@ -149,6 +151,55 @@ pub fn setup_metrics(format: MetricsFormat) -> PrometheusHandle {
         enable_emf();
     }
     install_prometheus()
+}
+
+/// A service's metrics for as long as it runs: the recorder, EMF's periodic flush and, when
+/// `listen` is set, `GET /metrics` on its own port. [`Telemetry::finish`] flushes EMF a last time.
+pub struct Telemetry {
+    pub handle: PrometheusHandle,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Telemetry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Telemetry")
+            .field("tasks", &self.tasks.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Telemetry {
+    pub async fn start(format: MetricsFormat, listen: Option<std::net::SocketAddr>) -> anyhow::Result<Self> {
+        let handle = setup_metrics(format);
+        let mut tasks = vec![tokio::spawn(emf_flush(Duration::from_secs(60)))];
+        if let Some(addr) = listen {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("log.metrics_listen: cannot listen on {addr}: {e}"))?;
+            tracing::info!(addr = %listener.local_addr()?, "metrics listening");
+            let h = handle.clone();
+            let app = axum::Router::new().route(
+                "/metrics",
+                axum::routing::get(move || {
+                    let h = h.clone();
+                    async move { h.render() }
+                }),
+            );
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, app).await {
+                    tracing::error!(error = %e, "the metrics listener failed");
+                }
+            }));
+        }
+        Ok(Telemetry { handle, tasks })
+    }
+
+    pub fn finish(self) {
+        for t in self.tasks {
+            t.abort();
+        }
+        flush_emf_now();
+    }
 }
 
 // --- Observer ----------------------------------------------------------------------------------
@@ -390,9 +441,9 @@ mod tests {
     /// listed but never emitted is a blank graph or an alarm that cannot fire.
     #[test]
     fn every_emf_name_in_the_metrics_contract_is_emitted() {
-        let contract = include_str!("../../docs/METRICS.md");
-        let source = include_str!("telemetry.rs");
-        let http = include_str!("producer/mod.rs");
+        let contract = include_str!("../../../docs/METRICS.md");
+        let source = include_str!("mod.rs");
+        let http = include_str!("../producer/mod.rs");
         for row in contract.lines().filter(|l| l.starts_with("| `microbatch_")) {
             let emf = row.split('|').nth(4).unwrap_or("");
             let Some(name) = emf.split('`').nth(1) else {
@@ -408,8 +459,8 @@ mod tests {
 
     #[test]
     fn every_emf_name_is_in_the_metrics_contract() {
-        let contract = include_str!("../../docs/METRICS.md");
-        let source = include_str!("telemetry.rs");
+        let contract = include_str!("../../../docs/METRICS.md");
+        let source = include_str!("mod.rs");
         for name in source
             .split("emf_count(s, \"")
             .skip(1)
