@@ -3,10 +3,15 @@
 //! exactly-once check (lost and duplicated events), the baselines every figure is a ratio
 //! against, scaling runs, and the report (`report.json`, `report.md`, `timeline.svg`).
 //!
-//! The pipeline under test sits behind [`target::Target`], so an emulated-AWS target plugs in
-//! beside [`target::Embedded`].
+//! The pipeline under test sits behind [`target::Target`]: the embedded stack
+//! ([`target::Embedded`]) or the emulated AWS one ([`target::EmulatedAws`]), whose AWS calls
+//! [`calls`] counts and [`cost`] prices beside Firehose.
 
+pub mod aws_figures;
+pub mod bare_kinesis;
 pub mod baselines;
+pub mod calls;
+pub mod cost;
 pub mod fresh;
 pub mod load;
 pub mod probe;

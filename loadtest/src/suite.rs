@@ -13,10 +13,12 @@ use bytes::Bytes;
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::watch;
 
+use crate::calls::{Calls, scrape_all};
 use crate::fresh::{Tracker, Verdict};
 use crate::load::{LoadResult, OpenLoop, open_loop, saturate};
 use crate::report::{Point, percentiles_ms};
-use crate::target::{Embedded, Settings, Target, WarehouseKind, peak_rss};
+use crate::target::aws::Emulator;
+use crate::target::{Embedded, EmulatedAws, Settings, Target, WarehouseKind, cpu_seconds, peak_rss};
 use crate::workload::{SizeMix, Workload};
 
 /// What every run shares.
@@ -25,9 +27,24 @@ pub struct Env {
     pub bin: PathBuf,
     pub pg_url: String,
     pub poll: Duration,
+    /// The emulator an `aws` target runs on (`--target aws`).
+    pub emulator: Option<Arc<Emulator>>,
 }
 
 impl Env {
+    /// The emulated AWS deployment on [`Env::emulator`].
+    pub fn aws_target(&self) -> anyhow::Result<Box<dyn Target>> {
+        let emulator = self
+            .emulator
+            .clone()
+            .context("no emulator: the aws target needs one")?;
+        Ok(Box::new(EmulatedAws::new(
+            self.bin.clone(),
+            emulator,
+            self.pg_url.clone(),
+        )?))
+    }
+
     pub fn target(&self, postgres: bool) -> anyhow::Result<Box<dyn Target>> {
         let warehouse = if postgres {
             WarehouseKind::Postgres {
@@ -65,21 +82,31 @@ pub struct OpenRun {
     /// Mean stream record bytes / 1 MiB (from the local stream file), if readable.
     pub stream_fill: Option<f64>,
     pub objects: Option<PathBuf>,
+    /// From the target's start to the end of the run (before the stop).
+    pub secs: f64,
+    /// The AWS calls every process counted ([`Target::metrics_addrs`]); `None` when the target
+    /// serves no metrics (the embedded one).
+    pub calls: Option<Calls>,
+    /// CPU seconds each process used, by role.
+    pub cpu: Vec<(String, f64)>,
 }
 
-/// Starts `target`, runs the open loop while tracking freshness, waits for the stragglers,
-/// checks exactly-once, stops the target.
+/// Starts `target`, runs the open loop while tracking freshness (crashing the target
+/// `crash_at` into the load, if given: [`Target::crash`]), waits for the stragglers, checks
+/// exactly-once, stops the target.
 pub async fn open_run(
     env: &Env,
     mut target: Box<dyn Target>,
     settings: &Settings,
     workload: Arc<Workload>,
     cfg: &OpenLoop,
+    crash_at: Option<Duration>,
 ) -> anyhow::Result<(OpenRun, Box<dyn Target>)> {
     target
         .start(settings)
         .await
         .with_context(|| format!("starting {}", target.name()))?;
+    let started = Instant::now();
     let probe = target.warehouse_probe().await?;
     let total = (cfg.rate * cfg.duration.as_secs_f64()).round() as u64;
     let acked = Arc::new(AtomicU64::new(0));
@@ -100,10 +127,21 @@ pub async fn open_run(
             }
         })
     };
-    let load = open_loop(target.producer_addr(), workload.clone(), cfg, acked).await;
-    let load = match load {
-        Ok(l) => l,
-        Err(e) => {
+    let addr = target.producer_addr();
+    let crash = async {
+        let at = crash_at?;
+        tokio::time::sleep(at).await;
+        Some(target.crash().await)
+    };
+    let (load, crashed) = tokio::join!(open_loop(addr, workload.clone(), cfg, acked), crash);
+    let load = match (load, crashed.transpose()) {
+        (Ok(l), Ok(crashed)) => {
+            if let Some(roles) = crashed {
+                progress.println(format!("killed {}", roles.join(" and ")));
+            }
+            l
+        }
+        (Err(e), _) | (_, Err(e)) => {
             ticker.abort();
             let _ = target.stop().await;
             return Err(e);
@@ -122,6 +160,19 @@ pub async fn open_run(
     progress.finish_and_clear();
     let verdict = tracker.verdict(&probe, &load.fates).await?;
     probe.close().await;
+    let secs = started.elapsed().as_secs_f64();
+    let addrs = target.metrics_addrs();
+    let calls = if addrs.is_empty() {
+        None
+    } else {
+        let pages = scrape_all(&addrs).await?;
+        Some(Calls::from_pages(pages.iter().map(|(_, p)| p.as_str())))
+    };
+    let cpu = target
+        .processes()
+        .iter()
+        .map(|p| (p.role.clone(), cpu_seconds(p.pid).unwrap_or(0.0)))
+        .collect();
     let peaks = target.stop().await?;
     let stream_fill = match target.data_dir() {
         Some(dir) => stream_fill(&dir.join("data").join("stream.db")).await.ok(),
@@ -154,6 +205,9 @@ pub async fn open_run(
             points,
             stream_fill,
             objects,
+            secs,
+            calls,
+            cpu,
         },
         target,
     ))

@@ -3,7 +3,7 @@
 //! ([`Embedded`]), or on the emulated AWS stack with PostgreSQL ([`EmulatedAws`]: moto, the
 //! services as `infra/` runs them).
 
-mod aws;
+pub mod aws;
 
 pub use aws::EmulatedAws;
 
@@ -62,6 +62,11 @@ pub trait Target: Send {
     fn metrics_addrs(&self) -> Vec<(String, SocketAddr)> {
         Vec::new()
     }
+    /// The kill part's crash: SIGKILLs what the target's kill takes down, restarts what a
+    /// scheduler would restart, and returns the roles killed.
+    fn crash(&mut self) -> BoxFuture<'_, anyhow::Result<Vec<String>>> {
+        Box::pin(async { bail!("this target has no separate workers to kill") })
+    }
 }
 
 /// Which warehouse the embedded stack loads.
@@ -94,6 +99,18 @@ pub fn peak_rss(pid: u32) -> Option<u64> {
 /// Current resident set (VmRSS), in bytes.
 pub fn current_rss(pid: u32) -> Option<u64> {
     status_kib(pid, "VmRSS:").map(|k| k * 1024)
+}
+
+/// CPU time (user + system) a live process has used, in seconds: `/proc/<pid>/stat`'s utime
+/// and stime, in clock ticks of 1/100 s (USER_HZ, fixed by the kernel's ABI).
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is parenthesised and may hold spaces.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut fields = rest.split_whitespace();
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) as f64 / 100.0)
 }
 
 fn status_kib(pid: u32, field: &str) -> Option<u64> {

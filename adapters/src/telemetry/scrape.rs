@@ -113,6 +113,10 @@ not a sample
         assert_eq!(odd.len(), 1);
         assert_eq!(odd[0].label("path"), Some("a\"b\\c,d}"));
         assert_eq!(odd[0].value, 1.5);
-        assert_eq!(samples(PAGE).count(), 5, "comments and the malformed line skipped");
+        assert_eq!(
+            samples(PAGE).count(),
+            5,
+            "comments and the malformed line skipped"
+        );
     }
 }

@@ -463,12 +463,18 @@ impl Warehouse for SqlWarehouse {
         }
     }
 
+    /// Each call is one transaction (the Data API's split groups aside), counted as
+    /// `microbatch_warehouse_commits_total`: every commit waits in Redshift's one queue, so the
+    /// cost model and the loadtest count them.
     async fn load_all(&self, requests: &[LoadRequest<'_>]) -> Result<Vec<LoadOutcome>, WarehouseError> {
-        match self {
+        let result = match self {
             SqlWarehouse::Postgres(w) => w.load_all(requests).await,
             SqlWarehouse::Sqlite(w) => w.load_all(requests).await,
             SqlWarehouse::Redshift(w) => w.load_all(requests).await,
-        }
+        };
+        let outcome = if result.is_ok() { "committed" } else { "failed" };
+        metrics::counter!("microbatch_warehouse_commits_total", "outcome" => outcome).increment(1);
+        result
     }
 
     async fn probe(&self, request: LoadRequest<'_>, rows: Range<u64>) -> Result<(), WarehouseError> {

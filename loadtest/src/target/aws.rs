@@ -221,4 +221,18 @@ impl Target for EmulatedAws {
     fn metrics_addrs(&self) -> Vec<(String, SocketAddr)> {
         self.metrics.clone()
     }
+
+    /// One of the two consumers and the importer, SIGKILLed; the importer restarts at once (ECS
+    /// replaces a stopped task) while the consumer's leases wait out the failover time and move
+    /// to the other one.
+    fn crash(&mut self) -> BoxFuture<'_, anyhow::Result<Vec<String>>> {
+        Box::pin(async move {
+            let killed = vec![CONSUMERS[0].to_owned(), "import".to_owned()];
+            for role in &killed {
+                self.kill(role).await?;
+            }
+            self.spawn("import-restarted", "import")?;
+            Ok(killed)
+        })
+    }
 }
