@@ -51,6 +51,12 @@ async fn events_flow_from_http_through_kinesis_s3_and_sqs_into_postgres_exactly_
         aws_requests(&produced, "kinesis", "PutRecords", "ok") >= 1.0,
         "{produced}"
     );
+    // Each accepted Kinesis record counted with its bytes and its billed 25 KB units.
+    let records = scrape::sum(&produced, "microbatch_kinesis_put_records_total", &[]);
+    let bytes = scrape::sum(&produced, "microbatch_kinesis_put_bytes_total", &[]);
+    let units = scrape::sum(&produced, "microbatch_kinesis_put_payload_units_total", &[]);
+    assert!(records >= 1.0 && units >= records, "{produced}");
+    assert!(bytes >= records && bytes <= units * 25.0 * 1024.0, "{produced}");
     let consumed = metrics_page(&p.client, consumer_metrics).await;
     for (service, operation) in [
         ("kinesis", "GetRecords"),
