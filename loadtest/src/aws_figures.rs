@@ -25,17 +25,16 @@ pub const SCENARIOS: [(&str, f64, f64); 4] = [
 pub const FLUSHES: [f64; 9] = [1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 180.0, 300.0];
 pub const TABLES: [f64; 4] = [1.0, 10.0, 100.0, 500.0];
 
-/// The run's calls, as figures and a section; each broken limit as a note. Returns the broken
-/// limits.
-pub fn calls(report: &mut Report, rates: &CallRates) -> Vec<String> {
+/// The run's calls, as figures (named after `prefix`) and a section. Returns the broken limits.
+pub fn calls(report: &mut Report, prefix: &str, rates: &CallRates) -> Vec<String> {
     for (name, value) in rates.figures() {
-        report.set(name, value);
+        report.set(&format!("{prefix}{name}"), value);
     }
     let broken = rates.limit_violations();
-    report.set("call_limits_broken", broken.len() as f64);
+    report.set(&format!("{prefix}call_limits_broken"), broken.len() as f64);
     let r = rates;
     report.sections.push((
-        "AWS calls per million events (counted by every process)".into(),
+        format!("AWS calls per million events ({}counted by every process)", prefix.replace('_', " run, ")),
         format!(
             "| calls | per million events |\n|---|---|\n\
              | Kinesis PutRecords calls | {:.0} |\n| Kinesis records (aggregates) | {:.0} ({:.1} events each) |\n\

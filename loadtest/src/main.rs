@@ -343,17 +343,29 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
     }
 
     // The main open-loop run(s).
-    let targets: Vec<TargetKind> = if cli.part(Part::Open) {
-        vec![TargetKind::Embedded, TargetKind::Postgres]
+    // (target, events per request, kill halfway, figure prefix)
+    let runs: Vec<(TargetKind, usize, bool, &str)> = if cli.part(Part::Open) && target == TargetKind::Aws {
+        // The parts on the emulated stack: single events, batched, and the kill.
+        let batched = batch.max(100);
+        vec![
+            (TargetKind::Aws, 1, false, "single_"),
+            (TargetKind::Aws, batched, false, ""),
+            (TargetKind::Aws, batched, true, "kill_"),
+        ]
+    } else if cli.part(Part::Open) {
+        vec![
+            (TargetKind::Embedded, batch, false, ""),
+            (TargetKind::Postgres, batch, false, "pg_"),
+        ]
     } else if cli.suite {
         vec![]
     } else {
-        vec![target]
+        vec![(target, batch, cli.kill, "")]
     };
     let mut keep = Vec::new();
     // Per-shard call limits an AWS run broke.
     let mut broken: Vec<String> = Vec::new();
-    for t in targets {
+    for (t, batch, kill, prefix) in runs {
         let workload = Arc::new(Workload::new(
             cli.tables,
             cli.event_size,
@@ -382,20 +394,22 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             "open loop: {} at {rate} events/s for {duration:?}, {batch} per request",
             target.name()
         ));
-        let crash_at = (cli.kill && t == TargetKind::Aws).then(|| duration / 2);
+        let crash_at = (kill && t == TargetKind::Aws).then(|| duration / 2);
         let (run, target) = suite::open_run(&env, target, &settings, workload, &cfg, crash_at).await?;
-        let prefix = if cli.suite && t == TargetKind::Postgres {
-            "pg_"
-        } else {
-            ""
-        };
         open_figures(&mut report, prefix, &run, &cfg);
         if t == TargetKind::Aws {
             let mean_bytes = (0..run.load.fates.len() as u64)
                 .map(|s| workload_sizes.size_of(s) as f64)
                 .sum::<f64>()
                 / run.load.fates.len().max(1) as f64;
-            broken.extend(aws_run_figures(&mut report, &cli, &run, mean_bytes, crash_at)?);
+            broken.extend(aws_run_figures(
+                &mut report,
+                &cli,
+                prefix,
+                &run,
+                mean_bytes,
+                crash_at,
+            )?);
         }
         say(&format!(
             "  {:.0} events/s acked; ack {}; freshness {}; lost {}, duplicated {}",
@@ -409,7 +423,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             std::fs::create_dir_all(&cli.out)?;
             plot(&cli.out.join("timeline.svg"), &run.target, &run.points)?;
         }
-        if cli.suite && t == TargetKind::Postgres {
+        if prefix == "pg_" {
             let catalog = baselines::catalog_of(&Workload::new(cli.tables, cli.event_size, "x"))?;
             if let Some(objects) = &run.objects {
                 say("importer vs psql \\copy of the same batch files…");
@@ -561,13 +575,14 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
 fn aws_run_figures(
     report: &mut Report,
     cli: &Cli,
+    prefix: &str,
     run: &OpenRun,
     mean_event_bytes: f64,
     crash_at: Option<Duration>,
 ) -> anyhow::Result<Vec<String>> {
     let calls = run.calls.as_ref().context("the aws target served no metrics")?;
     let rates = calls.rates(run.verdict.accepted, run.secs, cli.shards);
-    let broken = aws_figures::calls(report, &rates);
+    let broken = aws_figures::calls(report, prefix, &rates);
     let cpu = |prefix: &str| {
         run.cpu
             .iter()
@@ -587,12 +602,15 @@ fn aws_run_figures(
     };
     for (i, service) in ["produce", "consume", "import"].iter().enumerate() {
         report.set(
-            &format!("{service}_cpu_s_per_million_events"),
+            &format!("{prefix}{service}_cpu_s_per_million_events"),
             shape.cpu_s[i] * 1e6 / shape.events.max(1.0),
         );
     }
-    std::fs::create_dir_all(&cli.out)?;
-    aws_figures::costs(report, &Shape::measured(&shape, &rates), true, &cli.out)?;
+    // The cost is priced on the main run's shape (batched, no kill).
+    if prefix.is_empty() {
+        std::fs::create_dir_all(&cli.out)?;
+        aws_figures::costs(report, &Shape::measured(&shape, &rates), true, &cli.out)?;
+    }
     if let Some(at) = crash_at {
         aws_figures::kill_phases(report, &run.tracker.timeline, at);
     }
