@@ -13,7 +13,7 @@ use bytes::Bytes;
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::watch;
 
-use crate::calls::{Calls, scrape_all};
+use crate::calls::{self, Calls, scrape_all};
 use crate::fresh::{Tracker, Verdict};
 use crate::load::{LoadResult, OpenLoop, open_loop, saturate};
 use crate::report::{Point, percentiles_ms};
@@ -106,6 +106,13 @@ pub async fn open_run(
         .start(settings)
         .await
         .with_context(|| format!("starting {}", target.name()))?;
+    // Calls are counted from here: what the processes did while starting is not the run's.
+    let addrs = target.metrics_addrs();
+    let pages_before = if addrs.is_empty() {
+        Vec::new()
+    } else {
+        scrape_all(&addrs).await?
+    };
     let started = Instant::now();
     let probe = target.warehouse_probe().await?;
     let total = (cfg.rate * cfg.duration.as_secs_f64()).round() as u64;
@@ -165,8 +172,7 @@ pub async fn open_run(
     let calls = if addrs.is_empty() {
         None
     } else {
-        let pages = scrape_all(&addrs).await?;
-        Some(Calls::from_pages(pages.iter().map(|(_, p)| p.as_str())))
+        Some(calls::between(&pages_before, &scrape_all(&addrs).await?))
     };
     let cpu = target
         .processes()
