@@ -10,8 +10,8 @@ use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
 };
 use aws_sdk_s3::types::{
-    Event, FilterRule, FilterRuleName, NotificationConfiguration, NotificationConfigurationFilter,
-    QueueConfiguration, S3KeyFilter,
+    Delete, Event, FilterRule, FilterRuleName, NotificationConfiguration, NotificationConfigurationFilter,
+    ObjectIdentifier, QueueConfiguration, S3KeyFilter,
 };
 use aws_sdk_sqs::types::QueueAttributeName;
 
@@ -85,6 +85,58 @@ impl Resources {
             visibility_secs,
             max_receives,
         })
+    }
+
+    /// Deletes everything [`Resources::create`] made (the bucket's objects first): an emulator
+    /// keeps every stream's records in memory, so a long session of runs would slow it down.
+    pub async fn delete(&self, aws: &Aws) -> anyhow::Result<()> {
+        aws.kinesis()
+            .delete_stream()
+            .stream_name(&self.stream)
+            .enforce_consumer_deletion(true)
+            .send()
+            .await
+            .with_context(|| format!("DeleteStream {}", self.stream))?;
+        let s3 = aws.s3(true);
+        let mut pages = s3.list_objects_v2().bucket(&self.bucket).into_paginator().send();
+        while let Some(page) = pages.next().await {
+            let page = page.with_context(|| format!("ListObjectsV2 {}", self.bucket))?;
+            let keys: Vec<ObjectIdentifier> = page
+                .contents()
+                .iter()
+                .filter_map(|o| o.key())
+                .filter_map(|k| ObjectIdentifier::builder().key(k).build().ok())
+                .collect();
+            if keys.is_empty() {
+                continue;
+            }
+            s3.delete_objects()
+                .bucket(&self.bucket)
+                .delete(Delete::builder().set_objects(Some(keys)).quiet(true).build()?)
+                .send()
+                .await
+                .with_context(|| format!("DeleteObjects {}", self.bucket))?;
+        }
+        s3.delete_bucket()
+            .bucket(&self.bucket)
+            .send()
+            .await
+            .with_context(|| format!("DeleteBucket {}", self.bucket))?;
+        for url in [&self.queue_url, &self.dlq_url] {
+            aws.sqs()
+                .delete_queue()
+                .queue_url(url)
+                .send()
+                .await
+                .with_context(|| format!("DeleteQueue {url}"))?;
+        }
+        aws.dynamodb()
+            .delete_table()
+            .table_name(&self.table)
+            .send()
+            .await
+            .with_context(|| format!("DeleteTable {}", self.table))?;
+        Ok(())
     }
 
     /// The configuration of a deployment on these resources (the variables

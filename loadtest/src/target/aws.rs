@@ -210,6 +210,13 @@ impl Target for EmulatedAws {
         Box::pin(async move {
             let peaks = self.services.stop().await;
             self.metrics.clear();
+            if let Some(resources) = self.resources.take() {
+                let aws = self.emulator.aws().await;
+                resources
+                    .delete(&aws)
+                    .await
+                    .with_context(|| format!("deleting the run's resources on {}", self.emulator.endpoint))?;
+            }
             peaks
         })
     }
