@@ -224,34 +224,36 @@ pub fn plot_cost_vs_flush(path: &Path, shape: &Shape) -> anyhow::Result<()> {
     draw().map_err(|e| anyhow::anyhow!("cost plot: {e}"))
 }
 
-/// How long after the crash its cost is counted as "during": the leases' failover time and a
-/// flush interval's worth of recovery.
+/// The events whose freshness the crash costs, by send time: from [`IN_FLIGHT`] before it (their
+/// batches were in the killed importer's hands, invisible on the queue until their visibility
+/// timeout ends) to [`CRASH_WINDOW`] after it (the killed consumer's shards unread until the
+/// failover time hands their leases over).
+pub const IN_FLIGHT: Duration = Duration::from_secs(3);
 pub const CRASH_WINDOW: Duration = Duration::from_secs(15);
 
-/// Freshness p99 of the events sent before the crash, in the [`CRASH_WINDOW`] after it, and
-/// after that (the crash's cost), from the tracker's per-send-second histograms.
+/// Freshness of the events sent before the crash's reach, within it, and after it, from the
+/// tracker's per-send-second histograms.
 pub fn kill_phases(report: &mut Report, timeline: &[Histogram<u64>], crash_at: Duration) {
-    let at = crash_at.as_secs() as usize;
-    let end = at + CRASH_WINDOW.as_secs() as usize;
+    let from = crash_at.saturating_sub(IN_FLIGHT).as_secs() as usize;
+    let to = (crash_at + CRASH_WINDOW).as_secs() as usize;
     let merged = |range: std::ops::Range<usize>| {
         let mut h = Histogram::<u64>::new(3).expect("valid histogram");
-        for s in timeline
-            .get(range.start.min(timeline.len())..range.end.min(timeline.len()))
-            .unwrap_or(&[])
-        {
+        let (start, end) = (range.start.min(timeline.len()), range.end.min(timeline.len()));
+        for s in &timeline[start..end] {
             let _ = h.add(s);
         }
         h
     };
     let phases = [
-        ("before", merged(0..at)),
-        ("during", merged(at..end)),
-        ("after", merged(end..usize::MAX)),
+        ("before", merged(0..from)),
+        ("during", merged(from..to)),
+        ("after", merged(to..usize::MAX)),
     ];
     let mut lines = Vec::new();
     for (name, h) in &phases {
         let [p50, _, p99, max] = percentiles_ms(h);
         report.set(&format!("kill_freshness_p99_{name}_ms"), p99);
+        report.set(&format!("kill_freshness_max_{name}_ms"), max);
         lines.push(format!(
             "- {name}: p50 {p50:.0} ms, p99 {p99:.0} ms, max {max:.0} ms ({} events)",
             h.len()
@@ -260,8 +262,11 @@ pub fn kill_phases(report: &mut Report, timeline: &[Histogram<u64>], crash_at: D
     report.sections.push((
         "Kill: one of two consumers and the importer SIGKILLed".into(),
         format!(
-            "At {:.0} s into the load, `consume-a` and `import` were SIGKILLed; the importer restarted at once,              the other consumer took the leases after the failover time. Freshness by send time (the {} s after              the kill are \"during\"):\n\n{}",
+            "At {:.0} s into the load, `consume-a` and `import` were SIGKILLed; the importer restarted at once, \
+             the other consumer took the leases after the failover time. Freshness by send time, \"during\" \
+             being the events sent from {} s before the kill to {} s after it:\n\n{}",
             crash_at.as_secs_f64(),
+            IN_FLIGHT.as_secs(),
             CRASH_WINDOW.as_secs(),
             lines.join("\n")
         ),
@@ -289,5 +294,28 @@ mod tests {
             svg.contains("500 active tables") && svg.contains("Firehose"),
             "{svg}"
         );
+    }
+
+    #[test]
+    fn the_kill_phases_split_the_events_by_send_second() {
+        // One event a second for 40 s, 1 s fresh, except 25 s for those sent in seconds 8–24.
+        let timeline: Vec<Histogram<u64>> = (0..40u64)
+            .map(|s| {
+                let mut h = Histogram::<u64>::new(3).unwrap();
+                h.record(if (8..25).contains(&s) {
+                    25_000_000
+                } else {
+                    1_000_000
+                })
+                .unwrap();
+                h
+            })
+            .collect();
+        let mut report = Report::default();
+        kill_phases(&mut report, &timeline, Duration::from_secs(10));
+        let p99 = |name: &str| report.get(&format!("kill_freshness_p99_{name}_ms")).unwrap();
+        assert!((p99("before") - 1000.0).abs() < 10.0, "{:?}", report.figures);
+        assert!((p99("during") - 25_000.0).abs() < 100.0, "{:?}", report.figures);
+        assert!((p99("after") - 1000.0).abs() < 10.0, "{:?}", report.figures);
     }
 }
