@@ -99,9 +99,9 @@ pub struct Shape {
     pub aggregate_bytes: f64,
     /// Producer tasks × shards × 1 / linger: the record rate when aggregates leave unfilled.
     pub linger_s: f64,
-    /// Batch objects per active table per flush interval (one per consumer holding the table's
-    /// rows), and per 16 MiB of a table's CSV beyond.
-    pub objects_per_table_flush: f64,
+    /// Batch objects per active table per shard per flush interval (the consumer buffers each
+    /// table per shard, so a batch names one shard's sequence range), and per 16 MiB beyond.
+    pub objects_per_table_shard_flush: f64,
     pub max_batch_bytes: f64,
     /// CSV bytes per event byte, and stored (compressed) bytes per CSV byte.
     pub csv_per_event_byte: f64,
@@ -136,7 +136,7 @@ impl Shape {
         Shape {
             aggregate_bytes: 50.0 * 1024.0,
             linger_s: 0.1,
-            objects_per_table_flush: 2.0,
+            objects_per_table_shard_flush: 1.0,
             max_batch_bytes: 16.0 * 1024.0 * 1024.0,
             csv_per_event_byte: 0.8,
             stored_per_csv_byte: 0.25,
@@ -162,8 +162,8 @@ impl Shape {
         s.s3_puts_per_object = rates.s3_puts / objects;
         s.s3_gets_per_object = rates.s3_gets / objects;
         let per_s = |per_million: f64| per_million * run.events_per_s / 1e6;
-        let flushes = run.secs / run.flush_s * run.active_tables;
-        s.objects_per_table_flush = objects * run.events / 1e6 / flushes.max(1e-9);
+        let flushes = run.secs / run.flush_s * run.active_tables * f64::from(run.shards.max(1));
+        s.objects_per_table_shard_flush = objects * run.events / 1e6 / flushes.max(1e-9);
         s.sqs_per_object = rates.sqs_requests / objects;
         s.sqs_idle_per_s = 0.0;
         s.dynamodb_writes_per_shard_s = per_s(rates.dynamodb_writes) / f64::from(run.shards.max(1));
@@ -241,14 +241,13 @@ pub fn microbatch(p: &Prices, sc: &Scenario, shape: &Shape, capacity: Capacity) 
         }
     };
 
-    // S3: a batch per active table per flush (more when a table's CSV outgrows a batch).
+    // S3: a batch per active table per shard per flush (more when its CSV outgrows a batch).
     let csv = bytes * shape.csv_per_event_byte;
-    let per_table_flush = csv / sc.active_tables.max(1.0) / (secs / sc.flush_s);
-    let objects = sc.active_tables
-        * (secs / sc.flush_s)
+    let buffers_flushed = sc.active_tables * shards * (secs / sc.flush_s);
+    let objects = buffers_flushed
         * shape
-            .objects_per_table_flush
-            .max(per_table_flush / shape.max_batch_bytes);
+            .objects_per_table_shard_flush
+            .max(csv / buffers_flushed / shape.max_batch_bytes);
     let stored_gb_months =
         csv * shape.stored_per_csv_byte / GB * shape.retention_days * 24.0 / HOURS_PER_MONTH;
     let manifests = sc.active_tables * (secs / sc.flush_s) * shape.copy_manifests_per_table_flush;
@@ -414,8 +413,8 @@ mod tests {
         let s = Shape::measured(&run, &rates);
         // A slow run's unfilled aggregates say nothing of a fast one's: the linger models them.
         assert_eq!(s.aggregate_bytes, Shape::assumed().aggregate_bytes);
-        // 2000 objects per million: 200 in the run, over its 1000 table flushes.
-        assert!((s.objects_per_table_flush - 0.2).abs() < 1e-9, "{s:?}");
+        // 2000 objects per million: 200 in the run, over its 2000 table-shard flushes.
+        assert!((s.objects_per_table_shard_flush - 0.1).abs() < 1e-9, "{s:?}");
         assert!((s.s3_puts_per_object - 1.05).abs() < 1e-9, "{s:?}");
         assert_eq!(s.s3_gets_per_object, 1.0);
         assert!((s.sqs_per_object - 0.4).abs() < 1e-9, "{s:?}");

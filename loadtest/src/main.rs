@@ -340,7 +340,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         report.sections.push((
             "The emulator's own rates".into(),
             format!(
-                "A bare SDK client on a one-shard stream of moto, closed loop, 5 s each: PutRecords of {} × {} B records                  {:.1} calls/s = {:.0} records/s; GetRecords reading them back {:.1} calls/s = {:.0} records/s.",
+                "A bare SDK client on a one-shard stream of moto, closed loop, 5 s each: PutRecords of {} × {} B records {:.1} calls/s = {:.0} records/s; GetRecords reading them back {:.1} calls/s = {:.0} records/s.",
                 bare_kinesis::RECORDS_PER_CALL,
                 bare_kinesis::RECORD_BYTES,
                 b.put_calls_per_s,
