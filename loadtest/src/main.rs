@@ -847,7 +847,11 @@ async fn suite_drains(env: &Env, cli: &Cli, report: &mut Report) -> anyhow::Resu
     }
     report.set("consumer_peak_rss_mib", consumer_peak as f64 / 1048576.0);
     report.sections.push((
-        "Scaling: backlog drains (embedded, SQLite warehouse)".into(),
+        if env.emulator.is_some() {
+            "Scaling: backlog drains (emulated AWS + PostgreSQL; consumer RSS: the larger of the two)".into()
+        } else {
+            "Scaling: backlog drains (embedded, SQLite warehouse)".into()
+        },
         format!(
             "The stream is filled through `microbatch produce` alone, then `microbatch consume` and `microbatch import` \
              start and the time until every accepted event is loaded is measured (shards 2, 10 tables and mixed sizes \

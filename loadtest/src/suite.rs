@@ -32,6 +32,16 @@ pub struct Env {
 }
 
 impl Env {
+    /// Where backlog drains run: the emulated AWS stack when the run has an emulator, else the
+    /// embedded one with the SQLite warehouse.
+    pub fn drain_target(&self) -> anyhow::Result<Box<dyn Target>> {
+        if self.emulator.is_some() {
+            self.aws_target()
+        } else {
+            self.target(false)
+        }
+    }
+
     /// The emulated AWS deployment on [`Env::emulator`].
     pub fn aws_target(&self) -> anyhow::Result<Box<dyn Target>> {
         let emulator = self
@@ -257,7 +267,7 @@ pub async fn drain(
         sizes,
         &format!("d{}", crate::load::unix_us()),
     ));
-    let mut target = env.target(false)?;
+    let mut target = env.drain_target()?;
     let settings = Settings {
         catalog_toml: workload.catalog_toml(),
         shards,
@@ -306,7 +316,7 @@ pub async fn drain(
         let loaded = probe.loaded_rows().await.unwrap_or(0);
         progress.set_position(loaded as u64);
         for p in target.processes() {
-            if p.role == "consume" {
+            if p.role.starts_with("consume") {
                 consumer_peak = consumer_peak.max(peak_rss(p.pid).unwrap_or(0));
             }
         }
@@ -329,7 +339,7 @@ pub async fn drain(
     probe.close().await;
     let peaks = target.stop().await?;
     for (role, peak) in peaks {
-        if role == "consume" {
+        if role.starts_with("consume") {
             consumer_peak = consumer_peak.max(peak);
         }
     }
