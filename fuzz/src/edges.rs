@@ -1,0 +1,356 @@
+//! The edges fuzzed, each a parser that meets bytes from outside: its seed corpus (valid samples
+//! from the fixtures and examples) and how to run it. Every edge answers `Ok` or a typed error
+//! whose message names what was wrong; the harness ([`crate::run`]) checks that and that it
+//! neither panics nor hangs.
+
+use std::collections::BTreeMap;
+
+use microbatch_adapters::producer::ingest::{BodyFormat, Limits, parse_events};
+use microbatch_adapters::runtime::OsIds;
+use microbatch_core::batch::{BatchMetadata, BatchSchema, columns_digest};
+use microbatch_core::catalog::{Catalog, Source};
+use microbatch_core::import::{object_created_message, parse_message, record_spans, without_rows};
+use microbatch_core::kpl;
+use microbatch_core::time::Timestamp;
+
+/// One edge: a name, its seeds, and the parser run on an input (`Err` carries the message).
+#[derive(Debug, Clone, Copy)]
+pub struct Edge {
+    pub name: &'static str,
+    pub seeds: fn() -> Vec<Vec<u8>>,
+    pub run: fn(&[u8]) -> Result<(), String>,
+}
+
+/// Every edge, by name.
+pub const EDGES: &[Edge] = &[
+    Edge {
+        name: "request-json",
+        seeds: json_body_seeds,
+        run: json_body_run,
+    },
+    Edge {
+        name: "request-ndjson",
+        seeds: ndjson_body_seeds,
+        run: ndjson_body_run,
+    },
+    Edge {
+        name: "kpl-record",
+        seeds: kpl_seeds,
+        run: kpl_run,
+    },
+    Edge {
+        name: "s3-notification",
+        seeds: notification_seeds,
+        run: notification_run,
+    },
+    Edge {
+        name: "batch-metadata",
+        seeds: metadata_seeds,
+        run: metadata_run,
+    },
+    Edge {
+        name: "batch-schema",
+        seeds: schema_seeds,
+        run: schema_run,
+    },
+    Edge {
+        name: "catalog-toml",
+        seeds: catalog_seeds,
+        run: catalog_run,
+    },
+    Edge {
+        name: "import-csv",
+        seeds: csv_seeds,
+        run: csv_run,
+    },
+];
+
+pub fn edge(name: &str) -> Option<&'static Edge> {
+    EDGES.iter().find(|e| e.name == name)
+}
+
+// --- Request bodies (the producer's parse of `POST /v1/events`, checks and mapping included) --
+
+const EVENTS: [&str; 3] = [
+    r#"{"type":"page_viewed","id":"e-1","payload":{"session_id":"s1","path":"/pricing","referrer":null}}"#,
+    r#"{"type":"user_signed_up","payload":{"user_id":"u1","email":"a@example.com","plan":"pro","marketing_opt_in":true}}"#,
+    r#"{"type":"page_viewed","id":"e-2","source":"web","occurred_at":"2024-05-01T12:00:00.123456Z","payload":{"session_id":"s2","path":"/ü/\u00e9","user_agent":"x\ny"}}"#,
+];
+
+fn web_catalog() -> &'static Catalog {
+    static CATALOG: std::sync::OnceLock<Catalog> = std::sync::OnceLock::new();
+    CATALOG.get_or_init(|| {
+        Catalog::load([Source {
+            name: "web.toml".into(),
+            text: include_str!("../../examples/catalog/web.toml").into(),
+        }])
+        .expect("the example catalog loads")
+    })
+}
+
+fn parse_body(data: &[u8], format: BodyFormat) -> Result<(), String> {
+    let limits = Limits {
+        max_events: 1000,
+        max_depth: 32,
+    };
+    let now = Timestamp::from_millis(1_714_564_800_123);
+    parse_events(data, format, limits, web_catalog(), &mut OsIds, "api", now)
+        .map(drop)
+        .map_err(|e| {
+            if !e.status.is_client_error() {
+                return format!("BUG: answered {} to a bad body: {}", e.status, e.message);
+            }
+            let problems: Vec<String> = e.problems.iter().map(|p| format!("{p:?}")).collect();
+            format!("{} {}: {} {}", e.status, e.code, e.message, problems.join("; "))
+        })
+}
+
+fn json_body_seeds() -> Vec<Vec<u8>> {
+    let mut seeds: Vec<Vec<u8>> = EVENTS.iter().map(|e| e.as_bytes().to_vec()).collect();
+    seeds.push(format!("[{}]", EVENTS.join(",")).into_bytes());
+    seeds
+}
+
+fn json_body_run(data: &[u8]) -> Result<(), String> {
+    parse_body(data, BodyFormat::Json)
+}
+
+fn ndjson_body_seeds() -> Vec<Vec<u8>> {
+    vec![
+        format!("{}\n", EVENTS.join("\n")).into_bytes(),
+        EVENTS[0].as_bytes().to_vec(),
+    ]
+}
+
+fn ndjson_body_run(data: &[u8]) -> Result<(), String> {
+    parse_body(data, BodyFormat::NdJson)
+}
+
+// --- KPL aggregated records (the consumer's decode of each Kinesis record) --------------------
+
+fn kpl_seeds() -> Vec<Vec<u8>> {
+    let golden: serde_json::Value =
+        serde_json::from_str(include_str!("../../core/tests/fixtures/kpl/golden.json"))
+            .expect("golden vectors");
+    let mut seeds: Vec<Vec<u8>> = golden["cases"]
+        .as_array()
+        .expect("cases")
+        .iter()
+        .filter_map(|c| c["aggregate_hex"].as_str())
+        .map(hex)
+        .collect();
+    seeds.push(br#"{"a plain record":true}"#.to_vec());
+    seeds
+}
+
+fn kpl_run(data: &[u8]) -> Result<(), String> {
+    kpl::decode("pk", data).map(drop).map_err(|e| e.to_string())
+}
+
+fn hex(text: &str) -> Vec<u8> {
+    (0..text.len() / 2)
+        .map(|i| u8::from_str_radix(&text[2 * i..2 * i + 2], 16).expect("hex"))
+        .collect()
+}
+
+// --- S3 notifications (the importer's SQS message bodies) ------------------------------------
+
+fn notification_seeds() -> Vec<Vec<u8>> {
+    let at = Timestamp::from_millis(1_714_564_800_123);
+    let mut seeds: Vec<Vec<u8>> = [
+        "loads/orders/2024/05/01/12/shardId-000000000000-1-2.csv.gz",
+        "loads/page views/ünïcode+key%.csv",
+    ]
+    .iter()
+    .map(|key| object_created_message("bucket", key, 1234, 42, at).into_bytes())
+    .collect();
+    // As SNS delivers it to SQS (a JSON envelope whose Message is the S3 notification).
+    let inner = String::from_utf8(seeds[0].clone()).expect("UTF-8");
+    seeds.push(
+        serde_json::json!({"Type": "Notification", "MessageId": "m-1", "Message": inner})
+            .to_string()
+            .into_bytes(),
+    );
+    seeds.push(br#"{"Service":"Amazon S3","Event":"s3:TestEvent","Bucket":"bucket"}"#.to_vec());
+    seeds
+}
+
+fn notification_run(data: &[u8]) -> Result<(), String> {
+    // An SQS body is a string: bytes that are not UTF-8 never reach the parser as such.
+    parse_message(&String::from_utf8_lossy(data))
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
+// --- Batch metadata (S3 user metadata, as `name: value` lines here) ---------------------------
+
+/// The metadata of a sample batch, as the consumer writes it.
+pub fn sample_pairs() -> BTreeMap<String, String> {
+    [
+        ("table", "orders"),
+        ("columns-sha256", &columns_digest(&["a", "b"])),
+        ("columns", "2"),
+        ("rows", "3"),
+        ("shard", "shardId-000000000000"),
+        (
+            "first-position",
+            "49590338271490256608559692538361571095921575989136588898:0",
+        ),
+        (
+            "last-position",
+            "49590338271490256608559692538361571095921575989136588898:2",
+        ),
+        ("catalog-version", "v1"),
+        ("sha256", &"ab".repeat(32)),
+        ("csv-bytes", "120"),
+        ("min-received-at", "1714564800123000"),
+        ("max-received-at", "1714564800999000"),
+        ("compression", "gzip"),
+        ("csv", "2"),
+    ]
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .into_iter()
+    .collect()
+}
+
+fn metadata_seeds() -> Vec<Vec<u8>> {
+    let lines = |pairs: &BTreeMap<String, String>| {
+        pairs
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}\n"))
+            .collect::<String>()
+            .into_bytes()
+    };
+    let mut upper = sample_pairs();
+    upper.insert("Table".into(), "orders".into());
+    vec![lines(&sample_pairs()), lines(&upper)]
+}
+
+fn metadata_run(data: &[u8]) -> Result<(), String> {
+    let text = String::from_utf8_lossy(data);
+    let pairs = text.lines().filter_map(|l| l.split_once(": "));
+    BatchMetadata::from_pairs(pairs)
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
+// --- Schema objects (`schemas/<table>/<sha>.json`) -------------------------------------------
+
+fn sample_metadata() -> BatchMetadata {
+    let pairs = sample_pairs();
+    BatchMetadata::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .expect("the sample is valid")
+}
+
+fn schema_seeds() -> Vec<Vec<u8>> {
+    vec![br#"{"table":"orders","columns":["a","b"]}"#.to_vec()]
+}
+
+fn schema_run(data: &[u8]) -> Result<(), String> {
+    BatchSchema::from_json(data, &sample_metadata())
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
+// --- The catalog (TOML files a data engineer writes) -----------------------------------------
+
+fn catalog_seeds() -> Vec<Vec<u8>> {
+    [
+        include_str!("../../examples/catalog/web.toml"),
+        include_str!("../../examples/catalog/shop.toml"),
+        include_str!("../../examples/catalog/payments.toml"),
+        include_str!("../../examples/catalog/codehost.toml"),
+    ]
+    .iter()
+    .map(|t| t.as_bytes().to_vec())
+    .collect()
+}
+
+fn catalog_run(data: &[u8]) -> Result<(), String> {
+    // A file that is not UTF-8 is refused when read (`catalog_dir`); its text is what reaches here.
+    let text = String::from_utf8(data.to_vec()).map_err(|e| format!("not UTF-8: {e}"))?;
+    Catalog::load([Source {
+        name: "fuzz.toml".into(),
+        text,
+    }])
+    .map(drop)
+    .map_err(|e| e.to_string())
+}
+
+// --- The CSV the importer reads back (record spans, refused rows left out) --------------------
+
+fn csv_seeds() -> Vec<Vec<u8>> {
+    vec![
+        b"1,\"a\",NULL\n2,\"b \"\"quoted\"\"\",\"\\NULL\"\n3,\"multi\nline\",\n".to_vec(),
+        b"x\r\ny\r\n\"\"\r\n".to_vec(),
+    ]
+}
+
+fn csv_run(data: &[u8]) -> Result<(), String> {
+    let spans = record_spans(data).map_err(|e| e.to_string())?;
+    // The spans tile the body: every byte in exactly one record, in order.
+    let mut end = 0;
+    for s in &spans {
+        if s.start != end || s.end < s.start {
+            return Err(format!("BUG: record spans do not tile the body at {s:?}"));
+        }
+        end = s.end;
+    }
+    if end != data.len() {
+        return Err(format!("BUG: record spans end at {end} of {}", data.len()));
+    }
+    let skip: Vec<u64> = (0..spans.len() as u64).step_by(2).collect();
+    let kept = without_rows(data, &skip).map_err(|e| e.to_string())?;
+    // Each record kept whole; one without its line break gets one.
+    let expected: usize = spans
+        .iter()
+        .skip(1)
+        .step_by(2)
+        .map(|s| s.len() + usize::from(data[s.clone()].last() != Some(&b'\n')))
+        .sum();
+    if kept.len() != expected {
+        return Err(format!(
+            "BUG: without_rows kept {} bytes, not {expected}",
+            kept.len()
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_seed_is_accepted_by_its_edge() {
+        for edge in EDGES {
+            for (i, seed) in (edge.seeds)().iter().enumerate() {
+                assert_eq!((edge.run)(seed), Ok(()), "{} seed {i}", edge.name);
+            }
+        }
+    }
+
+    #[test]
+    fn broken_inputs_are_refused_with_a_message() {
+        let broken: [(&str, &[u8]); 8] = [
+            (
+                "request-json",
+                br#"{"type":"page_viewed","payload":{"path":"/"}}"#,
+            ),
+            ("request-ndjson", b"{}\n"),
+            ("kpl-record", b"\xf3\x89\x9a\xc2\x0a\x01"),
+            ("s3-notification", b"{\"Records\": 1}"),
+            ("batch-metadata", b"table: orders\n"),
+            ("batch-schema", br#"{"table":"orders","columns":["a"]}"#),
+            ("catalog-toml", b"[[event]]\nname = 1"),
+            ("import-csv", b"1,\"unterminated\n"),
+        ];
+        for (name, input) in broken {
+            let message = (edge(name).unwrap().run)(input).expect_err(name);
+            assert!(
+                !message.is_empty() && !message.starts_with("BUG"),
+                "{name}: {message}"
+            );
+        }
+    }
+}
