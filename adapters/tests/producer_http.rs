@@ -227,6 +227,36 @@ async fn bad_requests_get_their_status_and_a_message() {
     );
 }
 
+/// A client that sends its headers and then trickles the body, or stops, gets 408 once the body
+/// timeout passes, and nothing of it reaches the stream.
+#[tokio::test]
+async fn a_body_that_does_not_arrive_in_time_gets_408() {
+    let (app, stream) = app(HttpConfig {
+        body_timeout_ms: 200,
+        ..HttpConfig::default()
+    })
+    .await;
+    let first: Result<axum::body::Bytes, std::io::Error> = Ok(axum::body::Bytes::from_static(
+        br#"{"type":"page_viewed","payload":{"#,
+    ));
+    let stalled = futures::StreamExt::chain(
+        futures::stream::once(async move { first }),
+        futures::stream::pending(),
+    );
+    let req = Request::post("/v1/events")
+        .header("content-type", "application/json")
+        .body(Body::from_stream(stalled))
+        .unwrap();
+    let (status, _, body) = tokio::time::timeout(Duration::from_secs(10), call(&app, req))
+        .await
+        .expect("no answer: the stalled body holds the request");
+    assert_eq!(status, StatusCode::REQUEST_TIMEOUT, "{body}");
+    assert_eq!(body["error"]["code"], "request_timeout", "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("producer.body_timeout_ms"), "{body}");
+    assert_eq!(stream.record_count(), 0, "nothing of it was put");
+}
+
 #[tokio::test]
 async fn bearer_tokens_guard_the_events_route() {
     let (app, _) = app(HttpConfig {

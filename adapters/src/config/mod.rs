@@ -83,6 +83,9 @@ pub struct ProducerConfig {
     /// Bearer tokens accepted on `/v1/events`; empty means no authentication (local use only).
     pub tokens: Vec<String>,
     pub max_body_bytes: usize,
+    /// How long a request's body may take to arrive once its headers have: a client that
+    /// trickles it (or stops) gets 408 instead of holding a connection and a task forever.
+    pub body_timeout_ms: u64,
     pub max_events_per_request: usize,
     pub max_json_depth: usize,
     /// Events accepted but not yet durable before new requests get 503.
@@ -107,6 +110,7 @@ impl Default for ProducerConfig {
             listen: "127.0.0.1:8080".parse().expect("valid address"),
             tokens: Vec::new(),
             max_body_bytes: 1 << 20,
+            body_timeout_ms: 30_000,
             max_events_per_request: 1000,
             max_json_depth: 32,
             max_pending_events: 200_000,

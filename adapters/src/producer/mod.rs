@@ -49,6 +49,7 @@ pub struct AppState {
     pub webhooks: HashMap<String, WebhookConfig>,
     pub limits: Limits,
     pub max_body_bytes: usize,
+    pub body_timeout: Duration,
     pub retry_after_secs: u64,
     pub metrics: Option<PrometheusHandle>,
     /// False while starting and once shutting down.
@@ -78,6 +79,7 @@ impl AppState {
                 max_depth: config.max_json_depth,
             },
             max_body_bytes: config.max_body_bytes,
+            body_timeout: Duration::from_millis(config.body_timeout_ms),
             retry_after_secs: config.retry_after_secs,
             metrics,
             ready: AtomicBool::new(true),
@@ -129,9 +131,15 @@ async fn record_request(request: Request, next: Next) -> Response {
     response
 }
 
-async fn read_body(body: Body, limit: usize) -> Result<axum::body::Bytes, ApiError> {
-    axum::body::to_bytes(body, limit)
+async fn read_body(body: Body, limit: usize, within: Duration) -> Result<axum::body::Bytes, ApiError> {
+    tokio::time::timeout(within, axum::body::to_bytes(body, limit))
         .await
+        .map_err(|_| {
+            ApiError::timeout(format!(
+                "the body did not arrive within {} ms (producer.body_timeout_ms)",
+                within.as_millis()
+            ))
+        })?
         .map_err(|_| ApiError::too_large(format!("the body is larger than {limit} bytes")))
 }
 
@@ -212,7 +220,7 @@ async fn post_events(
     authorize(&state, &headers)?;
     let format =
         BodyFormat::from_content_type(headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()))?;
-    let bytes = read_body(body, state.max_body_bytes).await?;
+    let bytes = read_body(body, state.max_body_bytes, state.body_timeout).await?;
     let now = SystemClock.now();
     let events = ingest::parse_events(
         &bytes,
@@ -241,7 +249,7 @@ async fn post_webhook(
             format!("no webhook source {source:?} is configured"),
         )
     })?;
-    let bytes = read_body(body, state.max_body_bytes).await?;
+    let bytes = read_body(body, state.max_body_bytes, state.body_timeout).await?;
     let now = SystemClock.now();
     webhook::verify(config, &headers, &bytes, now)?;
     if ingest::json_depth(std::str::from_utf8(&bytes).unwrap_or("")) > state.limits.max_depth {
