@@ -194,10 +194,8 @@ pub async fn serve_producer<S: StreamWriter + 'static>(
             state.ready.store(false, std::sync::atomic::Ordering::Release);
         }
     };
-    axum::serve(listener, app)
-        .with_graceful_shutdown(stopping)
-        .await
-        .context("the HTTP server failed")?;
+    let header_timeout = Duration::from_millis(config.producer.header_timeout_ms);
+    crate::producer::serve::serve(listener, app, header_timeout, stopping).await;
     let _ = stop_tx.send(());
     driver.await.context("the producer driver panicked")?;
     tracing::info!("producer stopped; every accepted event is durable");

@@ -257,6 +257,59 @@ async fn a_body_that_does_not_arrive_in_time_gets_408() {
     assert_eq!(stream.record_count(), 0, "nothing of it was put");
 }
 
+/// Reads what the server sends until it closes the connection, or `None` if it keeps it open
+/// past `within`.
+async fn until_closed(stream: &mut tokio::net::TcpStream, within: Duration) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    tokio::time::timeout(within, stream.read_to_end(&mut got))
+        .await
+        .ok()
+        .map(|_| got)
+}
+
+/// Clients that trickle their headers, or connect and say nothing, are dropped after the header
+/// timeout, while the server goes on answering everyone else.
+#[tokio::test]
+async fn slow_and_idle_connections_are_closed_and_the_rest_are_served() {
+    use tokio::io::AsyncWriteExt;
+    let (app, _) = app(HttpConfig::default()).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(microbatch_adapters::producer::serve::serve(
+        listener,
+        app,
+        Duration::from_millis(300),
+        std::future::pending(),
+    ));
+    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Ty")
+        .await
+        .unwrap();
+    let mut idle = Vec::new();
+    for _ in 0..50 {
+        idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    let closed = until_closed(&mut slow, Duration::from_secs(5)).await;
+    assert!(closed.is_some(), "a trickled header held its connection open");
+    for (i, c) in idle.iter_mut().enumerate() {
+        assert!(
+            until_closed(c, Duration::from_secs(5)).await.is_some(),
+            "idle connection {i} was kept"
+        );
+    }
+    let mut ok = tokio::net::TcpStream::connect(addr).await.unwrap();
+    ok.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = until_closed(&mut ok, Duration::from_secs(5)).await.unwrap();
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+}
+
 #[tokio::test]
 async fn bearer_tokens_guard_the_events_route() {
     let (app, _) = app(HttpConfig {

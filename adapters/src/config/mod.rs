@@ -86,6 +86,9 @@ pub struct ProducerConfig {
     /// How long a request's body may take to arrive once its headers have: a client that
     /// trickles it (or stops) gets 408 instead of holding a connection and a task forever.
     pub body_timeout_ms: u64,
+    /// How long a connection may take to send a request's headers (a new one, its first byte)
+    /// before it is closed.
+    pub header_timeout_ms: u64,
     pub max_events_per_request: usize,
     pub max_json_depth: usize,
     /// Events accepted but not yet durable before new requests get 503.
@@ -111,6 +114,7 @@ impl Default for ProducerConfig {
             tokens: Vec::new(),
             max_body_bytes: 1 << 20,
             body_timeout_ms: 30_000,
+            header_timeout_ms: 10_000,
             max_events_per_request: 1000,
             max_json_depth: 32,
             max_pending_events: 200_000,

@@ -10,6 +10,7 @@
 
 pub mod error;
 pub mod ingest;
+pub mod serve;
 pub mod webhook;
 
 use std::collections::HashMap;
