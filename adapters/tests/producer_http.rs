@@ -310,6 +310,92 @@ async fn slow_and_idle_connections_are_closed_and_the_rest_are_served() {
     );
 }
 
+/// A body sent chunked, with no length to refuse it by up front, is cut off at the limit: 413,
+/// and nothing of it is put.
+#[tokio::test]
+async fn a_chunked_body_over_the_limit_gets_413() {
+    let (app, stream) = app(HttpConfig {
+        max_body_bytes: 64 * 1024,
+        ..HttpConfig::default()
+    })
+    .await;
+    let chunk = axum::body::Bytes::from(vec![b' '; 16 * 1024]);
+    let chunks = futures::stream::iter((0..16).map(move |_| Ok::<_, std::io::Error>(chunk.clone())));
+    let req = Request::post("/v1/events")
+        .header("content-type", "application/json")
+        .body(Body::from_stream(chunks))
+        .unwrap();
+    let (status, _, body) = call(&app, req).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("65536"),
+        "{body}"
+    );
+    assert_eq!(stream.record_count(), 0);
+}
+
+/// Headers larger than the server reads are refused (431) before any handler runs, and the
+/// server goes on serving.
+#[tokio::test]
+async fn oversized_headers_are_refused() {
+    use tokio::io::AsyncWriteExt;
+    let (app, _) = app(HttpConfig::default()).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(microbatch_adapters::producer::serve::serve(
+        listener,
+        app,
+        Duration::from_secs(5),
+        std::future::pending(),
+    ));
+    let mut big = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let header = format!(
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(1 << 20)
+    );
+    let _ = big.write_all(header.as_bytes()).await;
+    let answer = until_closed(&mut big, Duration::from_secs(5))
+        .await
+        .unwrap_or_default();
+    assert!(
+        answer.starts_with(b"HTTP/1.1 431"),
+        "{}",
+        String::from_utf8_lossy(&answer[..answer.len().min(200)])
+    );
+    let mut ok = tokio::net::TcpStream::connect(addr).await.unwrap();
+    ok.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = until_closed(&mut ok, Duration::from_secs(5)).await.unwrap();
+    assert!(answer.starts_with(b"HTTP/1.1 200"));
+}
+
+/// A signature made with another source's secret is a forgery here: each source checks its own.
+#[tokio::test]
+async fn a_signature_valid_for_another_source_is_refused() {
+    let config = HttpConfig {
+        webhooks: vec![
+            WebhookConfig::hub("github", vec!["gh-secret".into()]),
+            WebhookConfig::hub("gitea", vec!["gitea-secret".into()]),
+        ],
+        ..HttpConfig::default()
+    };
+    let (app, stream) = app(config).await;
+    let push = br#"{"ref":"refs/heads/main","repository":{"full_name":"o/r"},"commits":[]}"#;
+    let req = Request::post("/v1/webhooks/gitea")
+        .header("content-type", "application/json")
+        .header("x-github-event", "push")
+        .header("x-github-delivery", "d-43")
+        .header("x-hub-signature-256", hub_signature("gh-secret", push))
+        .body(Body::from(&push[..]))
+        .unwrap();
+    let (status, _, body) = call(&app, req).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("X-Hub-Signature-256 does not match"), "{body}");
+    assert_eq!(stream.record_count(), 0);
+}
+
 #[tokio::test]
 async fn bearer_tokens_guard_the_events_route() {
     let (app, _) = app(HttpConfig {
