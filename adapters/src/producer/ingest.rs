@@ -500,6 +500,50 @@ mod tests {
 
     const REFUND: &str = r#"{"type":"order_refunded","payload":{"order_id":"o","amount":5}}"#;
 
+    /// A payload that holds a key twice is read as serde_json reads it, the last one winning, by
+    /// the schema check at the door and by the consumer's mapper alike: the value validated is
+    /// the value loaded, never one validated and another loaded.
+    #[test]
+    fn a_duplicated_key_is_validated_and_mapped_as_its_last_value() {
+        use microbatch_core::mapping::{Lineage, MappedRows, Mapper};
+        use microbatch_core::position::{Position, SequenceNumber, ShardId};
+        // The schema wants `email` a string.
+        let last_valid =
+            r#"{"type":"user_signed_up","payload":{"user_id":"u1","email":5,"email":"a@example.com"}}"#;
+        let events = parse(last_valid, BodyFormat::Json).unwrap();
+        let catalog = catalog();
+        let mut rows = MappedRows::default();
+        let (shard, position) = (
+            ShardId::new("shardId-0"),
+            Position::new(SequenceNumber::parse("1").unwrap(), 0),
+        );
+        let lineage = Lineage {
+            shard: &shard,
+            position: &position,
+        };
+        Mapper::new(&catalog).map(&events[0], lineage, &mut rows).unwrap();
+        let csv: Vec<String> = rows
+            .iter()
+            .map(|(_, row)| String::from_utf8_lossy(row).into_owned())
+            .collect();
+        assert!(
+            csv.iter()
+                .all(|r| r.contains(",u1,a@example.com,") && !r.contains(",5,")),
+            "{csv:?}"
+        );
+
+        let last_invalid =
+            r#"{"type":"user_signed_up","payload":{"user_id":"u1","email":"a@example.com","email":5}}"#;
+        let (status, _, problems) = problems(last_invalid);
+        assert_eq!(status, 422, "{problems:?}");
+        assert!(
+            problems
+                .iter()
+                .any(|(_, field, _)| field.as_deref() == Some("/payload/email")),
+            "{problems:?}"
+        );
+    }
+
     #[test]
     fn single_array_and_ndjson_bodies() {
         let one = parse(REFUND, BodyFormat::Json).unwrap();
