@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use microbatch_adapters::config::Config;
 use microbatch_adapters::producer::ingest::{BodyFormat, Limits, parse_events};
 use microbatch_adapters::runtime::OsIds;
 use microbatch_core::batch::{BatchMetadata, BatchSchema, columns_digest};
@@ -32,6 +33,11 @@ pub const EDGES: &[Edge] = &[
         name: "request-ndjson",
         seeds: ndjson_body_seeds,
         run: ndjson_body_run,
+    },
+    Edge {
+        name: "config-toml",
+        seeds: config_seeds,
+        run: config_run,
     },
     Edge {
         name: "kpl-record",
@@ -124,6 +130,49 @@ fn ndjson_body_seeds() -> Vec<Vec<u8>> {
 
 fn ndjson_body_run(data: &[u8]) -> Result<(), String> {
     parse_body(data, BodyFormat::NdJson)
+}
+
+// --- The configuration file (`microbatch --config FILE`, over the defaults and the environment) --
+
+fn config_seeds() -> Vec<Vec<u8>> {
+    vec![
+        br#"data_dir = "/tmp/microbatch-fuzz"
+
+[producer]
+listen = "127.0.0.1:8080"
+tokens = ["t-1"]
+max_body_bytes = 1048576
+body_timeout_ms = 30000
+
+[stream]
+kind = "local"
+shards = 4
+
+[consumer]
+flush_interval_ms = 1000
+buffer_budget_bytes = 67108864
+
+[log]
+format = "json"
+"#
+        .to_vec(),
+        b"[consumer]\nflush_interval_ms = 500\nlease_sync_ms = 1000\nfailover_ms = 4000\n".to_vec(),
+    ]
+}
+
+fn config_run(data: &[u8]) -> Result<(), String> {
+    // The file is read as the binary reads it: from disk, one file per thread.
+    thread_local! {
+        static FILE: std::path::PathBuf = {
+            let dir = std::env::temp_dir().join(format!("microbatch-fuzz-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).expect("a temp dir");
+            dir.join(format!("{:?}.toml", std::thread::current().id()).replace(['(', ')'], ""))
+        };
+    }
+    FILE.with(|path| {
+        std::fs::write(path, data).map_err(|e| format!("BUG: cannot write {}: {e}", path.display()))?;
+        Config::load(Some(path)).map(drop).map_err(|e| e.to_string())
+    })
 }
 
 // --- KPL aggregated records (the consumer's decode of each Kinesis record) --------------------
@@ -332,7 +381,8 @@ mod tests {
 
     #[test]
     fn broken_inputs_are_refused_with_a_message() {
-        let broken: [(&str, &[u8]); 8] = [
+        let broken: [(&str, &[u8]); 9] = [
+            ("config-toml", b"[consumer]\nflush_interval_ms = \"soon\"\n"),
             (
                 "request-json",
                 br#"{"type":"page_viewed","payload":{"path":"/"}}"#,
