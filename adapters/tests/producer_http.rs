@@ -257,6 +257,29 @@ async fn a_body_that_does_not_arrive_in_time_gets_408() {
     assert_eq!(stream.record_count(), 0, "nothing of it was put");
 }
 
+/// The producer's server on a free port, with `header_timeout`, for tests at the socket level.
+async fn serve(app: axum::Router, header_timeout: Duration) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(microbatch_adapters::producer::serve::serve(
+        listener,
+        app,
+        header_timeout,
+        std::future::pending(),
+    ));
+    addr
+}
+
+/// `GET /healthz` on a connection of its own: the server still answers.
+async fn healthz(addr: std::net::SocketAddr) -> Vec<u8> {
+    use tokio::io::AsyncWriteExt;
+    let mut ok = tokio::net::TcpStream::connect(addr).await.unwrap();
+    ok.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    until_closed(&mut ok, Duration::from_secs(5)).await.unwrap()
+}
+
 /// Reads what the server sends until it closes the connection, or `None` if it keeps it open
 /// past `within`.
 async fn until_closed(stream: &mut tokio::net::TcpStream, within: Duration) -> Option<Vec<u8>> {
@@ -274,14 +297,7 @@ async fn until_closed(stream: &mut tokio::net::TcpStream, within: Duration) -> O
 async fn slow_and_idle_connections_are_closed_and_the_rest_are_served() {
     use tokio::io::AsyncWriteExt;
     let (app, _) = app(HttpConfig::default()).await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(microbatch_adapters::producer::serve::serve(
-        listener,
-        app,
-        Duration::from_millis(300),
-        std::future::pending(),
-    ));
+    let addr = serve(app, Duration::from_millis(300)).await;
     let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
     slow.write_all(b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Ty")
         .await
@@ -298,11 +314,7 @@ async fn slow_and_idle_connections_are_closed_and_the_rest_are_served() {
             "idle connection {i} was kept"
         );
     }
-    let mut ok = tokio::net::TcpStream::connect(addr).await.unwrap();
-    ok.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let answer = until_closed(&mut ok, Duration::from_secs(5)).await.unwrap();
+    let answer = healthz(addr).await;
     assert!(
         answer.starts_with(b"HTTP/1.1 200"),
         "{}",
@@ -340,14 +352,7 @@ async fn a_chunked_body_over_the_limit_gets_413() {
 async fn oversized_headers_are_refused() {
     use tokio::io::AsyncWriteExt;
     let (app, _) = app(HttpConfig::default()).await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(microbatch_adapters::producer::serve::serve(
-        listener,
-        app,
-        Duration::from_secs(5),
-        std::future::pending(),
-    ));
+    let addr = serve(app, Duration::from_secs(5)).await;
     let mut big = tokio::net::TcpStream::connect(addr).await.unwrap();
     let header = format!(
         "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
@@ -362,11 +367,7 @@ async fn oversized_headers_are_refused() {
         "{}",
         String::from_utf8_lossy(&answer[..answer.len().min(200)])
     );
-    let mut ok = tokio::net::TcpStream::connect(addr).await.unwrap();
-    ok.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let answer = until_closed(&mut ok, Duration::from_secs(5)).await.unwrap();
+    let answer = healthz(addr).await;
     assert!(answer.starts_with(b"HTTP/1.1 200"));
 }
 

@@ -85,8 +85,8 @@ pub fn run(
     let mut stats = Stats::default();
     let mut findings = Vec::new();
     while stats.inputs < inputs && until.is_none_or(|t| Instant::now() < t) {
-        let base = &corpus[rng.below(corpus.len())];
-        let other = &corpus[rng.below(corpus.len())];
+        let base = &corpus[rng.below(corpus.len() as u64) as usize];
+        let other = &corpus[rng.below(corpus.len() as u64) as usize];
         let input = mutate(&mut rng, base, other);
         watch.enter(&input);
         match check(edge, &input) {

@@ -5,34 +5,15 @@
 //! structured mutations of valid samples, the kinds of breakage an edge meets: flipped bits,
 //! truncation, splices of two samples, a chunk repeated (duplicated JSON keys, overlong lines),
 //! deep nesting, huge numbers, invalid UTF-8, NUL and separator bytes. Starting from valid
-//! samples keeps most inputs deep inside the parsers, past their first check.
+//! samples keeps most inputs deep inside the parsers, past their first check. The generator is
+//! the workload's SplitMix64: the same sequence for the same seed on every machine, so a finding
+//! replays from its seed alone.
 
-/// SplitMix64: small, fast, and the same sequence for the same seed on every machine, so a
-/// finding replays from its seed alone.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
+pub use microbatch_adapters::workload::Rng;
 
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Rng(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// A number below `n` (0 when `n` is 0).
-    pub fn below(&mut self, n: usize) -> usize {
-        if n == 0 {
-            0
-        } else {
-            (self.next_u64() % n as u64) as usize
-        }
-    }
+/// A number below `n` (0 when `n` is 0): an index into a slice.
+fn below(rng: &mut Rng, n: usize) -> usize {
+    rng.below(n as u64) as usize
 }
 
 /// Bytes the parsers give meaning to, tried in place of others.
@@ -60,7 +41,7 @@ const FRAGMENTS: &[&[u8]] = &[
 /// One mutation of `input`, perhaps spliced with `other`: one to four operations.
 pub fn mutate(rng: &mut Rng, input: &[u8], other: &[u8]) -> Vec<u8> {
     let mut out = input.to_vec();
-    for _ in 0..=rng.below(4) {
+    for _ in 0..=below(rng, 4) {
         apply(rng, &mut out, other);
     }
     out
@@ -68,72 +49,72 @@ pub fn mutate(rng: &mut Rng, input: &[u8], other: &[u8]) -> Vec<u8> {
 
 fn apply(rng: &mut Rng, out: &mut Vec<u8>, other: &[u8]) {
     let len = out.len();
-    match rng.below(10) {
+    match below(rng, 10) {
         // A flipped bit.
         0 if len > 0 => {
-            let i = rng.below(len);
-            out[i] ^= 1 << rng.below(8);
+            let i = below(rng, len);
+            out[i] ^= 1 << below(rng, 8);
         }
         // A byte the parser cares about, in place of another.
         1 if len > 0 => {
-            let i = rng.below(len);
-            out[i] = INTERESTING[rng.below(INTERESTING.len())];
+            let i = below(rng, len);
+            out[i] = INTERESTING[below(rng, INTERESTING.len())];
         }
         // Truncated.
-        2 => out.truncate(rng.below(len + 1)),
+        2 => out.truncate(below(rng, len + 1)),
         // Spliced: a prefix of this one and a suffix of the other.
         3 => {
-            let cut = rng.below(len + 1);
-            let from = rng.below(other.len() + 1);
+            let cut = below(rng, len + 1);
+            let from = below(rng, other.len() + 1);
             out.truncate(cut);
             out.extend_from_slice(&other[from..]);
         }
         // A chunk repeated: duplicated keys and fields, overlong lines.
         4 if len > 0 => {
-            let start = rng.below(len);
-            let end = (start + 1 + rng.below(64)).min(len);
+            let start = below(rng, len);
+            let end = (start + 1 + below(rng, 64)).min(len);
             let chunk = out[start..end].to_vec();
-            let times = [1, 2, 16, 1024][rng.below(4)];
-            let at = rng.below(out.len() + 1);
+            let times = [1, 2, 16, 1024][below(rng, 4)];
+            let at = below(rng, out.len() + 1);
             let repeated: Vec<u8> = chunk.iter().copied().cycle().take(chunk.len() * times).collect();
             out.splice(at..at, repeated);
         }
         // Deep nesting.
         5 => {
-            let depth = [10, 200, 5_000][rng.below(3)];
-            let (open, close) = if rng.below(2) == 0 {
+            let depth = [10, 200, 5_000][below(rng, 3)];
+            let (open, close) = if below(rng, 2) == 0 {
                 (b'[', b']')
             } else {
                 (b'{', b'}')
             };
-            let at = rng.below(len + 1);
+            let at = below(rng, len + 1);
             let mut nested = vec![open; depth];
-            if rng.below(2) == 0 {
+            if below(rng, 2) == 0 {
                 nested.extend(std::iter::repeat_n(close, depth));
             }
             out.splice(at..at, nested);
         }
         // A known-bad fragment inserted, or in place of a run.
         6 | 7 => {
-            let fragment = FRAGMENTS[rng.below(FRAGMENTS.len())];
-            let at = rng.below(len + 1);
-            let end = if rng.below(2) == 0 {
+            let fragment = FRAGMENTS[below(rng, FRAGMENTS.len())];
+            let at = below(rng, len + 1);
+            let end = if below(rng, 2) == 0 {
                 at
             } else {
-                (at + rng.below(8)).min(len)
+                (at + below(rng, 8)).min(len)
             };
             out.splice(at..end, fragment.iter().copied());
         }
         // A run deleted.
         8 if len > 0 => {
-            let start = rng.below(len);
-            let end = (start + 1 + rng.below(16)).min(len);
+            let start = below(rng, len);
+            let end = (start + 1 + below(rng, 16)).min(len);
             out.drain(start..end);
         }
         // Random bytes inserted.
         _ => {
-            let at = rng.below(len + 1);
-            let n = 1 + rng.below(8);
+            let at = below(rng, len + 1);
+            let n = 1 + below(rng, 8);
             let bytes: Vec<u8> = (0..n).map(|_| rng.next_u64() as u8).collect();
             out.splice(at..at, bytes);
         }
