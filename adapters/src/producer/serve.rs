@@ -15,7 +15,8 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
 /// Serves `app` on `listener` until `shutdown` resolves, then waits for the connections' requests
-/// in flight.
+/// in flight (a connection that has not sent its first byte yet holds the wait for at most
+/// `header_timeout`).
 pub async fn serve(
     listener: TcpListener,
     app: Router,
