@@ -243,7 +243,9 @@ pub struct ConsumerConfig {
     pub compression: Compression,
     pub read_limit: usize,
     pub idle_poll_ms: u64,
-    /// Reads of one shard a second, at most (Kinesis allows 5 for all its readers).
+    /// Reads of one shard a second, at most. Kinesis allows 5 for all its readers together, and
+    /// a worker whose lease was just taken reads on until its next lease sync, so the default
+    /// leaves one a second for that overlap.
     pub read_calls_per_sec: f64,
     /// Bytes read from one shard a second, at most (Kinesis allows 2 MiB).
     pub read_bytes_per_sec: u64,
@@ -267,7 +269,7 @@ impl Default for ConsumerConfig {
             compression: Compression::None,
             read_limit: 10_000,
             idle_poll_ms: 100,
-            read_calls_per_sec: 5.0,
+            read_calls_per_sec: 4.0,
             read_bytes_per_sec: 2 << 20,
             max_inflight_writes: 32,
             lease_sync_ms: 3_000,
