@@ -741,7 +741,9 @@ mod through_the_data_api {
     /// committed; the next attempt loads the batch.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_statement_past_its_timeout_is_cancelled() {
-        let (f, stand_in) = fixture_with(Duration::from_millis(200)).await;
+        // The migration runs under the same timeout, and on two busy cores it has taken over
+        // 200 ms; the held load never finishes, so a longer timeout costs time, not strength.
+        let (f, stand_in) = fixture_with(Duration::from_secs(3)).await;
         let c = catalog(CATALOG_V1);
         f.w.migrate(&c).await.unwrap();
         let facts = table(&c, "facts");
