@@ -35,9 +35,19 @@ pub const EDGES: &[Edge] = &[
         run: ndjson_body_run,
     },
     Edge {
+        name: "request-http",
+        seeds: crate::http::seeds,
+        run: crate::http::run,
+    },
+    Edge {
         name: "config-toml",
         seeds: config_seeds,
         run: config_run,
+    },
+    Edge {
+        name: "config-env",
+        seeds: env_seeds,
+        run: env_run,
     },
     Edge {
         name: "kpl-record",
@@ -171,8 +181,37 @@ fn config_run(data: &[u8]) -> Result<(), String> {
     }
     FILE.with(|path| {
         std::fs::write(path, data).map_err(|e| format!("BUG: cannot write {}: {e}", path.display()))?;
-        Config::load(Some(path)).map(drop).map_err(|e| e.to_string())
+        Config::load_with(Some(path), [])
+            .map(drop)
+            .map_err(|e| e.to_string())
     })
+}
+
+// --- The environment (`MICROBATCH_*`, over the defaults), one `NAME=VALUE` per line ------------
+
+fn env_seeds() -> Vec<Vec<u8>> {
+    vec![
+        b"MICROBATCH_PRODUCER__LISTEN=127.0.0.1:7000\nMICROBATCH_STREAM_NAME=events\n\
+          MICROBATCH_LOG_FORMAT=json\nMICROBATCH_PRODUCER__TOKENS=[\"tok-a\", \"tok-b\"]\n\
+          MICROBATCH_LEASE_TABLE=leases\nMICROBATCH_LEASES__KIND=dynamodb\n\
+          MICROBATCH_STREAM__KIND=kinesis\nMICROBATCH_TEST_DATABASE_URL=postgres://ignored\n"
+            .to_vec(),
+        b"MICROBATCH_DATA_DIR=/tmp/microbatch-fuzz\nMICROBATCH_CONSUMER__FLUSH_INTERVAL_MS=150\n\
+          MICROBATCH_STREAM__SHARDS=4\nMICROBATCH_QUEUE__VISIBILITY_SECS=2\n\
+          MICROBATCH_PRODUCER__WEBHOOKS=[{source=\"github\",scheme=\"hub_signature\",\
+          secrets=[\"s\"],type_header=\"x-github-event\"}]\n\
+          MICROBATCH_WEBHOOK_SECRETS={\"github\": [\"new\", \"old\"]}\n"
+            .to_vec(),
+    ]
+}
+
+fn env_run(data: &[u8]) -> Result<(), String> {
+    let text = String::from_utf8_lossy(data);
+    let vars = text.lines().filter_map(|line| {
+        let (name, value) = line.split_once('=')?;
+        Some((name.to_owned(), value.to_owned()))
+    });
+    Config::load_with(None, vars).map(drop).map_err(|e| e.to_string())
 }
 
 // --- KPL aggregated records (the consumer's decode of each Kinesis record) --------------------

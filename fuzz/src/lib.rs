@@ -5,12 +5,16 @@
 //! - no panic (caught, reported with the input);
 //! - no hang: an input that takes longer than [`SLOW`] is a finding, and a watchdog aborts the
 //!   process, saving the input, if one runs past [`HUNG`];
+//! - memory bounded: what an input makes the parser hold at its peak stays within
+//!   [`memory::bound`] of its size;
 //! - a refusal says what was wrong: an empty message, or one an edge's own checks flag (`BUG:`),
 //!   is a finding.
 //!
 //! Findings are kept under `fuzz/regressions/<edge>/` and replayed by the tests.
 
 pub mod edges;
+pub mod http;
+pub mod memory;
 pub mod mutate;
 
 use std::panic::AssertUnwindSafe;
@@ -47,7 +51,9 @@ pub struct Stats {
 /// Runs one input through `edge`, checking the invariants.
 pub fn check(edge: &Edge, input: &[u8]) -> Result<bool, String> {
     let started = Instant::now();
+    let mark = memory::Mark::set();
     let answer = std::panic::catch_unwind(AssertUnwindSafe(|| (edge.run)(input)));
+    let held = mark.peak_above();
     let took = started.elapsed();
     let accepted = match answer {
         Err(panic) => {
@@ -66,7 +72,21 @@ pub fn check(edge: &Edge, input: &[u8]) -> Result<bool, String> {
     if took > SLOW {
         return Err(format!("slow: {took:?} for {} bytes", input.len()));
     }
+    if held > memory::bound(input.len()) {
+        return Err(format!(
+            "memory: {held} bytes held for {} bytes of input",
+            input.len()
+        ));
+    }
     Ok(accepted)
+}
+
+/// Runs `edge` once on a seed, unchecked: what it sets up once per thread (a server, a parsed
+/// catalog) is not the first input's to pay for in the memory bound.
+pub fn warm(edge: &Edge) {
+    if let Some(seed) = (edge.seeds)().first() {
+        let _ = (edge.run)(seed);
+    }
 }
 
 /// Fuzzes `edge` from `seed` until `inputs` inputs or `until`, whichever comes first; a hang
@@ -80,6 +100,7 @@ pub fn run(
 ) -> (Stats, Vec<Finding>) {
     let corpus = (edge.seeds)();
     assert!(!corpus.is_empty(), "{} has no seeds", edge.name);
+    warm(edge);
     let watch = Watchdog::start(edge.name, save.map(Path::to_path_buf));
     let mut rng = Rng::new(seed);
     let mut stats = Stats::default();
@@ -173,4 +194,41 @@ pub fn keep(dir: &Path, edge: &str, what: &str, input: &[u8]) -> std::io::Result
     std::fs::create_dir_all(path.parent().expect("has a parent"))?;
     std::fs::write(&path, input)?;
     Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn edge(run: fn(&[u8]) -> Result<(), String>) -> Edge {
+        Edge {
+            name: "test",
+            seeds: || vec![b"x".to_vec()],
+            run,
+        }
+    }
+
+    /// Each invariant, broken on purpose, is a finding; a refusal with a message is not.
+    #[test]
+    fn each_broken_invariant_is_a_finding() {
+        let panics = edge(|_| panic!("boom"));
+        assert_eq!(check(&panics, b"x"), Err("panic: boom".into()));
+        let greedy = edge(|input| {
+            let held = vec![1u8; memory::bound(input.len()) + 1];
+            std::hint::black_box(&held);
+            Ok(())
+        });
+        assert!(check(&greedy, b"x").unwrap_err().starts_with("memory: "));
+        let mute = edge(|_| Err(" ".into()));
+        assert_eq!(check(&mute, b"x"), Err("refused without a message".into()));
+        let flagged = edge(|_| Err("BUG: answered 500".into()));
+        assert_eq!(check(&flagged, b"x"), Err("BUG: answered 500".into()));
+        let refuses = edge(|_| Err("400 malformed: not JSON".into()));
+        assert_eq!(check(&refuses, b"x"), Ok(false));
+        let accepts = edge(|input| {
+            std::hint::black_box(input.to_vec());
+            Ok(())
+        });
+        assert_eq!(check(&accepts, b"x"), Ok(true));
+    }
 }

@@ -2,7 +2,7 @@
 //! (the same inputs on every machine), and every kept regression case replayed.
 
 use microbatch_fuzz::edges::{EDGES, edge};
-use microbatch_fuzz::{check, run};
+use microbatch_fuzz::{check, run, warm};
 
 /// Inputs per edge: a few seconds each in a debug build.
 const INPUTS: u64 = 3_000;
@@ -42,6 +42,7 @@ fn every_kept_regression_case_passes() {
         }
         let name = entry.file_name().into_string().unwrap();
         let e = edge(&name).unwrap_or_else(|| panic!("regressions/{name}: no such edge"));
+        warm(e);
         for case in std::fs::read_dir(entry.path()).unwrap() {
             let path = case.unwrap().path();
             let input = std::fs::read(&path).unwrap();

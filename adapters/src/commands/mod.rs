@@ -117,10 +117,20 @@ async fn run_all(
 }
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    let (catalog, stack) = open(&config).await?;
     let shutdown = Shutdown::default();
     shutdown.on_signals();
-    run_all(config, catalog, stack, shutdown, None).await
+    run_until(config, shutdown, None).await
+}
+
+/// `run` with the stop in the caller's hands instead of a signal's, and the producer's bound
+/// address sent to `bound`: for a process that embeds the whole pipeline (a test).
+pub async fn run_until(
+    config: Config,
+    shutdown: Shutdown,
+    bound: Option<tokio::sync::oneshot::Sender<std::net::SocketAddr>>,
+) -> anyhow::Result<()> {
+    let (catalog, stack) = open(&config).await?;
+    run_all(config, catalog, stack, shutdown, bound).await
 }
 
 pub async fn produce(config: Config) -> anyhow::Result<()> {

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use figment::Figment;
-use figment::providers::{Env, Format, Serialized, Toml};
+use figment::providers::{Format, Serialized, Toml};
 use microbatch_core::batch::Compression;
 use serde::{Deserialize, Serialize};
 
@@ -369,6 +369,61 @@ const ALIASES: &[(&str, &str)] = &[
     ("METRICS", "log.metrics"),
 ];
 
+/// The environment's settings: `MICROBATCH_` (in any case) before the setting's name.
+const PREFIX: &str = "MICROBATCH_";
+
+/// One `MICROBATCH_*` variable as a figment layer, named in errors by the variable itself. Its
+/// value is read as figment reads the environment: `4` a number, `true` a boolean, `[…]` an
+/// array, anything else a string.
+struct EnvVar<'a> {
+    name: &'a str,
+    path: String,
+    value: &'a str,
+}
+
+impl figment::Provider for EnvVar<'_> {
+    fn metadata(&self) -> figment::Metadata {
+        figment::Metadata::named(format!("environment variable MICROBATCH_{}", self.name))
+    }
+
+    fn data(&self) -> Result<figment::value::Map<figment::Profile, figment::value::Dict>, figment::Error> {
+        // figment's value parser recurses once per bracket: a deep enough value overflows the
+        // stack (the fuzzer found it at a few thousand), so depth is refused before parsing.
+        if nesting(self.value) > MAX_ENV_NESTING {
+            return Err(figment::Error::from(format!(
+                "the value nests deeper than {MAX_ENV_NESTING} levels of [ ] and {{ }}"
+            )));
+        }
+        let value: figment::value::Value = self.value.parse().expect("infallible");
+        let dict = figment::util::nest(&self.path, value)
+            .into_dict()
+            .expect("a non-empty path nests into a dict");
+        Ok(figment::Profile::Default.collect(dict))
+    }
+}
+
+/// Deeper than any setting's shape (a list of tables of lists).
+const MAX_ENV_NESTING: usize = 16;
+
+/// The deepest bracket nesting of `value` outside its quoted strings.
+fn nesting(value: &str) -> usize {
+    let (mut depth, mut deepest, mut quoted, mut escaped) = (0usize, 0, false, false);
+    for c in value.chars() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            '[' | '{' if !quoted => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            ']' | '}' if !quoted => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
 /// A configuration that cannot be used.
 #[derive(Debug, thiserror::Error)]
 #[error("configuration: {0}")]
@@ -377,6 +432,17 @@ pub struct ConfigError(String);
 impl Config {
     /// Defaults, then the file (if given), then the environment.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let vars = std::env::vars_os()
+            .map(|(k, v)| (k.to_string_lossy().into_owned(), v.to_string_lossy().into_owned()));
+        Self::load_with(file, vars)
+    }
+
+    /// [`Config::load`] with the environment given as `vars` instead of read from the process:
+    /// the seam tests and the fuzzer use.
+    pub fn load_with(
+        file: Option<&Path>,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
         let mut figment = Figment::from(Serialized::defaults(Self::defaults_but_ports()));
         if let Some(path) = file {
             if !path.exists() {
@@ -384,23 +450,43 @@ impl Config {
             }
             figment = figment.merge(Toml::file(path));
         }
-        figment = figment
-            // Only `SECTION__KEY` names (and `DATA_DIR`): other MICROBATCH_* variables, such as the
-            // test suite's, are not settings.
-            .merge(
-                Env::prefixed("MICROBATCH_")
-                    .filter(|k| k.as_str().contains("__") || k.as_str().eq_ignore_ascii_case("data_dir"))
-                    .split("__"),
-            )
-            .merge(Env::prefixed("MICROBATCH_").filter_map(|k| {
-                ALIASES
-                    .iter()
-                    .find(|(alias, _)| k.as_str().eq_ignore_ascii_case(alias))
-                    .map(|(_, path)| (*path).into())
-            }));
+        let vars: Vec<(String, String)> = vars
+            .into_iter()
+            .filter_map(|(k, v)| {
+                let prefix = k.get(..PREFIX.len())?;
+                prefix
+                    .eq_ignore_ascii_case(PREFIX)
+                    .then(|| (k[PREFIX.len()..].trim().to_owned(), v))
+            })
+            .collect();
+        // Only `SECTION__KEY` names (and `DATA_DIR`) are settings, then the deployment's
+        // aliases over them: other MICROBATCH_* variables, such as the test suite's, are not.
+        let settings = vars.iter().filter_map(|(k, v)| {
+            let path = if k.eq_ignore_ascii_case("data_dir") {
+                "data_dir".to_owned()
+            } else if k.contains("__") {
+                k.to_ascii_lowercase().replace("__", ".")
+            } else {
+                return None;
+            };
+            Some((k, path, v))
+        });
+        let aliases = vars.iter().filter_map(|(k, v)| {
+            let (_, path) = ALIASES.iter().find(|(alias, _)| k.eq_ignore_ascii_case(alias))?;
+            Some((k, (*path).to_owned(), v))
+        });
+        for (name, path, value) in settings.chain(aliases).collect::<Vec<_>>() {
+            if path.split('.').any(str::is_empty) {
+                return Err(ConfigError(format!(
+                    "MICROBATCH_{name} names no setting (an empty part between its `__`)"
+                )));
+            }
+            figment = figment.merge(EnvVar { name, path, value });
+        }
+        let secrets = vars.iter().find(|(k, _)| k == "WEBHOOK_SECRETS").map(|(_, v)| v);
         let mut config: Config = figment.extract().map_err(|e| ConfigError(e.to_string()))?;
-        if let Ok(secrets) = std::env::var("MICROBATCH_WEBHOOK_SECRETS") {
-            config.apply_webhook_secrets(&secrets)?;
+        if let Some(secrets) = secrets {
+            config.apply_webhook_secrets(secrets)?;
         }
         config.validate()?;
         Ok(config)
@@ -630,7 +716,7 @@ mod tests {
                     ..KinesisConfig::default()
                 })
             );
-            assert_eq!(c.log.format, LogFormat::Json);
+            assert!(matches!(c.log.format, LogFormat::Json));
             assert_eq!(c.producer.webhooks[0].secrets, ["new", "old"]);
             Ok(())
         });
@@ -788,5 +874,50 @@ flush_intervall_ms = 5
             );
             Ok(())
         });
+    }
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect()
+    }
+
+    /// The environment can be given instead of read: what the process has set does not leak in.
+    #[test]
+    fn the_environment_can_be_given() {
+        Jail::expect_with(|jail| {
+            jail.set_env("MICROBATCH_CONSUMER__FLUSH_INTERVAL_MS", "7");
+            let given = vars(&[
+                ("MICROBATCH_CONSUMER__FLUSH_INTERVAL_MS", "9"),
+                ("microbatch_stream__shards", "3"),
+                ("MICROBATCH_LOG_FORMAT", "json"),
+            ]);
+            let c = Config::load_with(None, given).unwrap();
+            assert_eq!(c.consumer.flush_interval_ms, 9);
+            assert!(matches!(c.log.format, LogFormat::Json));
+            assert_eq!(
+                Config::load_with(None, []).unwrap().consumer.flush_interval_ms,
+                1000
+            );
+            Ok(())
+        });
+    }
+
+    /// Bad variables are refused naming the variable: a wrong type, an empty part of the
+    /// name, and a value nested deep enough to have overflowed figment's parser's stack.
+    #[test]
+    fn bad_variables_are_named() {
+        let err = |pairs: &[(&str, &str)]| Config::load_with(None, vars(pairs)).unwrap_err().to_string();
+        let e = err(&[("MICROBATCH_CONSUMER__FLUSH_INTERVAL_MS", "soon")]);
+        assert!(
+            e.contains("MICROBATCH_CONSUMER__FLUSH_INTERVAL_MS") && e.contains("flush_interval_ms"),
+            "{e}"
+        );
+        let e = err(&[("MICROBATCH_CONSUMER____FLUSH", "1")]);
+        assert!(e.contains("MICROBATCH_CONSUMER____FLUSH names no setting"), "{e}");
+        let deep = "[".repeat(100_000);
+        let e = err(&[("MICROBATCH_PRODUCER__TOKENS", &deep)]);
+        assert!(
+            e.contains("nests deeper than 16 levels") && e.contains("MICROBATCH_PRODUCER__TOKENS"),
+            "{e}"
+        );
     }
 }

@@ -19,8 +19,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{MatchedPath, Path, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -101,9 +102,34 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/openapi.json",
             get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }),
         )
+        .fallback(no_route)
+        .method_not_allowed_fallback(wrong_method)
         .layer(axum::middleware::from_fn(record_request))
         .layer(tower_http::catch_panic::CatchPanicLayer::new())
         .with_state(state)
+}
+
+/// A path no route serves, answered like every other refusal: JSON naming what was wrong.
+async fn no_route(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!(
+            "no route {method} {}; the routes are in GET /openapi.json",
+            uri.path()
+        ),
+    )
+}
+
+async fn wrong_method(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!(
+            "{} does not take {method}; the routes are in GET /openapi.json",
+            uri.path()
+        ),
+    )
 }
 
 /// Requests, errors and latency by route: the producer's key indicators.
@@ -141,7 +167,15 @@ async fn read_body(body: Body, limit: usize, within: Duration) -> Result<axum::b
                 within.as_millis()
             ))
         })?
-        .map_err(|_| ApiError::too_large(format!("the body is larger than {limit} bytes")))
+        .map_err(|e| {
+            let e = e.into_inner();
+            if e.is::<http_body_util::LengthLimitError>() {
+                ApiError::too_large(format!("the body is larger than {limit} bytes"))
+            } else {
+                // A chunked encoding that does not parse, or a body cut short.
+                ApiError::malformed(format!("the body could not be read: {e}"))
+            }
+        })
 }
 
 fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
@@ -239,10 +273,12 @@ async fn post_events(
 
 async fn post_webhook(
     State(state): State<Arc<AppState>>,
-    Path(source): Path<String>,
+    source: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let Path(source) = source
+        .map_err(|e| ApiError::malformed(format!("the webhook source in the path cannot be read: {e}")))?;
     let config = state.webhooks.get(&source).ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,

@@ -24,11 +24,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let graceful = GracefulShutdown::new();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout);
+    let builder = connection_builder(header_timeout);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         tokio::select! {
@@ -42,9 +38,7 @@ pub async fn serve(
                         continue;
                     }
                 };
-                let service = TowerToHyperService::new(app.clone());
-                let builder = builder.clone();
-                let watcher = graceful.watcher();
+                let (app, builder, watcher) = (app.clone(), builder.clone(), graceful.watcher());
                 tokio::spawn(async move {
                     // The first bytes tell HTTP/1 from HTTP/2, and no timer runs while they
                     // are awaited: a connection that says nothing is closed here.
@@ -53,7 +47,7 @@ pub async fn serve(
                         Ok(Ok(n)) if n > 0 => {}
                         _ => return,
                     }
-                    let connection = builder.serve_connection(TokioIo::new(stream), service);
+                    let connection = serve_connection(&builder, stream, app);
                     if let Err(e) = watcher.watch(connection).await {
                         tracing::debug!(error = %e, "a connection ended with an error");
                     }
@@ -64,4 +58,33 @@ pub async fn serve(
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// The connection settings every producer connection is served with: HTTP/1 or HTTP/2 by the
+/// first bytes, HTTP/1 request headers within `header_timeout`.
+pub fn connection_builder(header_timeout: Duration) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        // HTTP/1.1 lets a client shut its write side once the request is sent; without this
+        // hyper drops such a request unanswered (the fuzzer's client does it to say "that is
+        // all"; so does `nc -N`).
+        .half_close(true);
+    builder
+}
+
+/// Serves `app` on one connection (a socket, or an in-memory pipe in the fuzzer) until it ends.
+pub fn serve_connection<I>(
+    builder: &auto::Builder<TokioExecutor>,
+    io: I,
+    app: Router,
+) -> auto::Connection<'static, TokioIo<I>, TowerToHyperService<Router>, TokioExecutor>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    builder
+        .serve_connection(TokioIo::new(io), TowerToHyperService::new(app))
+        .into_owned()
 }
