@@ -60,6 +60,16 @@ pub const EDGES: &[Edge] = &[
         run: notification_run,
     },
     Edge {
+        name: "data-api-answer",
+        seeds: crate::aws::data_api_seeds,
+        run: crate::aws::data_api_run,
+    },
+    Edge {
+        name: "lease-items",
+        seeds: crate::aws::leases_seeds,
+        run: crate::aws::leases_run,
+    },
+    Edge {
         name: "batch-metadata",
         seeds: metadata_seeds,
         run: metadata_run,
@@ -411,16 +421,47 @@ mod tests {
 
     #[test]
     fn every_seed_is_accepted_by_its_edge() {
+        // The AWS answers' error paths are seeds too, refused by design with these words.
+        let refused: [(&str, usize, &str); 5] = [
+            (
+                "data-api-answer",
+                1,
+                "(SQLSTATE XX000): ERROR: Load into table 'facts' failed",
+            ),
+            ("data-api-answer", 2, "was aborted: cancelled by user"),
+            (
+                "data-api-answer",
+                3,
+                "did not finish within 10ms and was cancelled",
+            ),
+            ("data-api-answer", 4, "Statement fz is not found"),
+            ("lease-items", 2, "Requested resource not found"),
+        ];
         for edge in EDGES {
             for (i, seed) in (edge.seeds)().iter().enumerate() {
-                assert_eq!((edge.run)(seed), Ok(()), "{} seed {i}", edge.name);
+                let answer = (edge.run)(seed);
+                match refused.iter().find(|(e, n, _)| *e == edge.name && *n == i) {
+                    Some((_, _, words)) => assert!(
+                        answer.as_ref().is_err_and(|m| m.contains(words)),
+                        "{} seed {i}: {answer:?}",
+                        edge.name
+                    ),
+                    None => assert_eq!(answer, Ok(()), "{} seed {i}", edge.name),
+                }
             }
         }
     }
 
     #[test]
     fn broken_inputs_are_refused_with_a_message() {
-        let broken: [(&str, &[u8]); 9] = [
+        let broken: [(&str, &[u8]); 13] = [
+            (
+                "request-http",
+                b"POST /v1/events HTTP/1.1\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}",
+            ),
+            ("config-env", b"MICROBATCH_CONSUMER__FLUSH_INTERVAL_MS=soon\n"),
+            ("data-api-answer", br#"{"Id":"fz","Status":7}"#),
+            ("lease-items", br#"{"Items":[{"leaseKey":{"N":"1"}}]}"#),
             ("config-toml", b"[consumer]\nflush_interval_ms = \"soon\"\n"),
             (
                 "request-json",

@@ -12,6 +12,7 @@
 //!
 //! Findings are kept under `fuzz/regressions/<edge>/` and replayed by the tests.
 
+pub mod aws;
 pub mod edges;
 pub mod http;
 pub mod memory;
