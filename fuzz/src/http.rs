@@ -29,8 +29,8 @@ use microbatch_core::ports::{Clock, NoObserver, PortError, PutAck, PutRecord, Sh
 use microbatch_core::position::{SequenceNumber, ShardId};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const HUB_SECRET: &str = "fuzz-hub-secret";
-const STRIPE_SECRET: &str = "whsec_fuzz";
+pub const HUB_SECRET: &str = "fuzz-hub-secret";
+pub const STRIPE_SECRET: &str = "whsec_fuzz";
 const RESIGN: &str = "x-fuzz-resign";
 /// Longer than the header and body timeouts below, so a stalled request is answered first.
 const ANSWER_WITHIN: Duration = Duration::from_secs(5);
@@ -222,7 +222,7 @@ pub fn run(input: &[u8]) -> Result<(), String> {
 
 /// `input` with its signature made valid again, when it asks for that and is still a webhook
 /// request with a readable head.
-fn resign(input: &[u8]) -> Vec<u8> {
+pub fn resign(input: &[u8]) -> Vec<u8> {
     let Some(end) = find(input, b"\r\n\r\n") else {
         return input.to_vec();
     };
@@ -291,7 +291,9 @@ fn complete_request(input: &[u8]) -> bool {
 /// Statuses hyper answers by itself, with an empty body, to a head it cannot take.
 const HYPER_OWN: [u16; 4] = [400, 414, 431, 505];
 
-fn judge(request: &[u8], answer: &[u8]) -> Result<(), String> {
+/// Whether `answer` is one the API promises for `request`: `Ok` for a 2xx, a refusal's words,
+/// or a finding (`BUG: …`).
+pub fn judge(request: &[u8], answer: &[u8]) -> Result<(), String> {
     if answer.is_empty() {
         return if complete_request(request) {
             Err("BUG: the connection closed without an answer to a complete request".into())
