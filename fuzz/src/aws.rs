@@ -25,11 +25,13 @@ use microbatch_adapters::warehouse::redshift::data_api::{DataApiOptions, DataApi
 use microbatch_adapters::warehouse::redshift::transport::Transport;
 use microbatch_core::ports::LeaseStore;
 
+/// One operation's answer bodies in order, and whether its last one repeats once they run out.
+type Bodies = (Vec<Vec<u8>>, bool);
+
 /// Answers by operation (the JSON protocol's `X-Amz-Target`, after its dot).
 #[derive(Debug, Clone, Default)]
 struct Answers {
-    /// Each operation's bodies in order, and whether its last one repeats once they run out.
-    script: Arc<Mutex<HashMap<&'static str, (Vec<Vec<u8>>, bool)>>>,
+    script: Arc<Mutex<HashMap<&'static str, Bodies>>>,
 }
 
 impl Answers {
@@ -111,7 +113,7 @@ thread_local! {
 }
 
 impl Env {
-    fn script(&self, script: impl IntoIterator<Item = (&'static str, (Vec<Vec<u8>>, bool))>) {
+    fn script(&self, script: impl IntoIterator<Item = (&'static str, Bodies)>) {
         let mut s = self.answers.script.lock().expect("not poisoned");
         s.clear();
         s.extend(script);

@@ -197,8 +197,8 @@ pub fn seeds() -> Vec<Vec<u8>> {
         view.len()
     );
     vec![
-        post("/v1/events", &[json.clone()], view),
-        post("/v1/events", &[json.clone()], order),
+        post("/v1/events", std::slice::from_ref(&json), view),
+        post("/v1/events", std::slice::from_ref(&json), order),
         post(
             "/v1/events",
             &[("content-type", "application/x-ndjson".into())],
