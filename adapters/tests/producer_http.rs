@@ -521,6 +521,46 @@ async fn signed_webhooks_are_accepted_and_forgeries_refused() {
     );
 }
 
+/// A code host configured to deliver form-encoded (`payload=<json>`) is accepted, its signature
+/// checked over the body as sent; the same delivery to a JSON-only source gets 415.
+#[tokio::test]
+async fn form_encoded_webhooks_are_accepted_where_configured() {
+    let config = HttpConfig {
+        webhooks: vec![
+            WebhookConfig::hub("github", vec!["gh".into()]),
+            WebhookConfig {
+                form_field: None,
+                ..WebhookConfig::hub("plain", vec!["gh".into()])
+            },
+        ],
+        ..HttpConfig::default()
+    };
+    let (app, stream) = app(config).await;
+    let body = "payload=%7B%22ref%22%3A%22refs%2Fheads%2Fmain%22%2C%22repository%22%3A%7B%22full_name%22%3A%22o%2Fr%22%7D%2C%22commits%22%3A%5B%5D%7D";
+    let req = |source: &str| {
+        Request::post(format!("/v1/webhooks/{source}"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("x-github-event", "push")
+            .header("x-github-delivery", "d-43")
+            .header("x-hub-signature-256", hub_signature("gh", body.as_bytes()))
+            .body(Body::from(body))
+            .unwrap()
+    };
+    let (status, _, answer) = call(&app, req("github")).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    assert_eq!(answer["ids"][0], "github:d-43");
+    assert_eq!(stream.record_count(), 1);
+    let (status, _, answer) = call(&app, req("plain")).await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("form_field"),
+        "{answer}"
+    );
+}
+
 /// A value no warehouse can store is refused at the door with 422 naming its field, over HTTP,
 /// for API events and webhooks alike; nothing of the request reaches the stream.
 #[tokio::test]

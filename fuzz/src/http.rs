@@ -10,6 +10,7 @@
 //! A seed that carries `X-Fuzz-Resign: yes` is signed again after mutation with the source's
 //! secret and the current time, so mutated webhook bodies get past the signature to the mapping;
 //! the other webhook seeds keep their signature and timestamp headers for the mutator to break.
+//! One codehost seed is form-encoded (`payload=<json>`), as the code host can deliver.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -191,6 +192,27 @@ pub fn seeds() -> Vec<Vec<u8>> {
         }
         post("/v1/webhooks/payments", &h, body)
     };
+    let form_push = {
+        let encoded: String = push
+            .bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect();
+        let body = format!("payload={encoded}");
+        let h = [
+            ("content-type", "application/x-www-form-urlencoded".to_owned()),
+            ("x-github-event", "push".to_owned()),
+            ("x-github-delivery", "d-2".to_owned()),
+            ("x-hub-signature-256", hub(&body)),
+            (RESIGN, "yes".to_owned()),
+        ];
+        post("/v1/webhooks/codehost", &h, &body)
+    };
     let chunked = format!(
         "POST /v1/events HTTP/1.1\r\nhost: producer\r\ncontent-type: application/json\r\n\
          transfer-encoding: chunked\r\n\r\n{:x}\r\n{view}\r\n0\r\n\r\n",
@@ -207,6 +229,7 @@ pub fn seeds() -> Vec<Vec<u8>> {
         chunked.into_bytes(),
         codehost(push, false),
         codehost(push, true),
+        form_push,
         payments(charge, false),
         payments(charge, true),
         b"GET /healthz HTTP/1.1\r\nhost: producer\r\n\r\n".to_vec(),

@@ -165,6 +165,11 @@ pub struct WebhookConfig {
     /// How old a timestamped signature may be.
     #[serde(default = "default_tolerance")]
     pub tolerance_secs: u64,
+    /// The form field holding the JSON when a delivery comes form-encoded
+    /// (`application/x-www-form-urlencoded`, as a code host sends `payload=<json>`); unset, such a
+    /// delivery gets 415.
+    #[serde(default)]
+    pub form_field: Option<String>,
 }
 
 fn default_tolerance() -> u64 {
@@ -185,6 +190,7 @@ impl WebhookConfig {
             id_pointer: None,
             type_prefix: String::new(),
             tolerance_secs: default_tolerance(),
+            form_field: Some("payload".into()),
         }
     }
 
@@ -201,6 +207,7 @@ impl WebhookConfig {
             id_pointer: Some("/id".into()),
             type_prefix: String::new(),
             tolerance_secs: default_tolerance(),
+            form_field: None,
         }
     }
 }

@@ -289,6 +289,7 @@ async fn post_webhook(
     let bytes = read_body(body, state.max_body_bytes, state.body_timeout).await?;
     let now = SystemClock.now();
     webhook::verify(config, &headers, &bytes, now)?;
+    let bytes = webhook::payload(config, &headers, &bytes)?;
     if ingest::json_depth(std::str::from_utf8(&bytes).unwrap_or("")) > state.limits.max_depth {
         return Err(ApiError::malformed(format!(
             "JSON nests deeper than {} levels",

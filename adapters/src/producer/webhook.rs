@@ -116,6 +116,61 @@ pub enum Webhook {
     },
 }
 
+const FORM: &str = "application/x-www-form-urlencoded";
+
+/// The JSON of a verified delivery: the body itself, or — form-encoded, for a source with a
+/// `form_field` — that field's value, percent-decoded. After `verify`: the sender signs the body
+/// as sent. Decoded bytes that are not UTF-8 are refused rather than replaced, so the JSON stored
+/// is the JSON sent; a field given twice is refused rather than one of them picked.
+pub fn payload<'b>(
+    config: &WebhookConfig,
+    headers: &HeaderMap,
+    body: &'b [u8],
+) -> Result<std::borrow::Cow<'b, [u8]>, ApiError> {
+    let form = header(headers, "content-type")
+        .and_then(|t| t.split(';').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case(FORM));
+    if !form {
+        return Ok(body.into());
+    }
+    let Some(field) = config.form_field.as_deref() else {
+        return Err(ApiError::unsupported_media(format!(
+            "webhook source {:?} takes JSON bodies; set form_field (e.g. \"payload\") to take {FORM}",
+            config.source
+        )));
+    };
+    let decode = |s: &[u8]| -> Vec<u8> {
+        let plus: Vec<u8> = s.iter().map(|b| if *b == b'+' { b' ' } else { *b }).collect();
+        percent_encoding::percent_decode(&plus).collect()
+    };
+    let mut found = None;
+    for pair in body.split(|b| *b == b'&').filter(|p| !p.is_empty()) {
+        let (name, value) = match pair.iter().position(|b| *b == b'=') {
+            Some(at) => (&pair[..at], &pair[at + 1..]),
+            None => (pair, &pair[..0]),
+        };
+        if decode(name) == field.as_bytes() {
+            if found.is_some() {
+                return Err(
+                    ApiError::malformed(format!("the form field {field:?} is given twice"))
+                        .with(vec![Problem::new("given twice").field(field)]),
+                );
+            }
+            found = Some(decode(value));
+        }
+    }
+    let json = found.ok_or_else(|| {
+        ApiError::malformed(format!("the form-encoded body has no field {field:?}"))
+            .with(vec![Problem::new("missing").field(field)])
+    })?;
+    if let Err(e) = std::str::from_utf8(&json) {
+        return Err(ApiError::malformed(format!(
+            "the form field {field:?} is not UTF-8 once decoded: {e}"
+        )));
+    }
+    Ok(json.into())
+}
+
 /// Builds the envelope of a verified webhook.
 pub fn to_event(
     config: &WebhookConfig,
@@ -263,5 +318,52 @@ mod tests {
         assert!(matches!(ignored, Webhook::Ignored { event_type } if event_type == "charge.refunded"));
         let e = to_event(&stripe, &HeaderMap::new(), br#"{"id":"x"}"#, |_| true, NOW).unwrap_err();
         assert_eq!(e.problems[0].reason, "the event type must be a non-empty string");
+    }
+
+    fn form() -> HeaderMap {
+        headers(&[(
+            "content-type",
+            "application/x-www-form-urlencoded; charset=utf-8".into(),
+        )])
+    }
+
+    /// A form-encoded delivery's JSON is its `payload` field, decoded byte for byte; the JSON
+    /// body of the same delivery is taken as it is.
+    #[test]
+    fn a_form_encoded_delivery_yields_the_json_sent() {
+        let config = WebhookConfig::hub("github", vec!["s".into()]);
+        let json = r#"{"ref":"refs/heads/main","head_commit":{"message":"fix: a+b & c=d 100% ü"}}"#;
+        let encoded: String =
+            percent_encoding::utf8_percent_encode(json, percent_encoding::NON_ALPHANUMERIC).collect();
+        let body = format!("other=1&payload={encoded}&z=");
+        let got = payload(&config, &form(), body.as_bytes()).unwrap();
+        assert_eq!(std::str::from_utf8(&got).unwrap(), json);
+        // `+` is a space in a form; a literal plus arrives as %2B.
+        let got = payload(&config, &form(), b"payload=%7B%22a%22%3A%22x+y%2Bz%22%7D").unwrap();
+        assert_eq!(&*got, br#"{"a":"x y+z"}"#);
+        let plain = headers(&[("content-type", "application/json".into())]);
+        assert_eq!(
+            &*payload(&config, &plain, json.as_bytes()).unwrap(),
+            json.as_bytes()
+        );
+    }
+
+    #[test]
+    fn form_encoded_mistakes_are_named() {
+        let config = WebhookConfig::hub("github", vec!["s".into()]);
+        let e = payload(&config, &form(), b"hook=1").unwrap_err();
+        assert_eq!(e.message, "the form-encoded body has no field \"payload\"");
+        let e = payload(&config, &form(), b"payload=%7B%7D&payload=%7B%7D").unwrap_err();
+        assert_eq!(e.message, "the form field \"payload\" is given twice");
+        let e = payload(&config, &form(), b"payload=%FF").unwrap_err();
+        assert!(
+            e.message.starts_with("the form field \"payload\" is not UTF-8"),
+            "{}",
+            e.message
+        );
+        let stripe = WebhookConfig::timestamped("stripe", vec!["s".into()]);
+        let e = payload(&stripe, &form(), b"payload=%7B%7D").unwrap_err();
+        assert_eq!(e.status, axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        assert!(e.message.contains("set form_field"), "{}", e.message);
     }
 }
