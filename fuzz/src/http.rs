@@ -418,9 +418,10 @@ mod tests {
         );
     }
 
-    /// Unknown routes and methods, a body cut short, and a chunked encoding that does not
-    /// parse are each answered with JSON naming what was wrong (they were an empty 404, an
-    /// empty 405 and a 413 "larger than" before the fuzzer's judge asked for names).
+    /// Unknown routes and methods, a webhook source that is not UTF-8, a body cut short, and a
+    /// chunked encoding that does not parse are each answered with JSON naming what was wrong
+    /// (before the fuzzer's judge asked for names: an empty 404 and 405, axum's plain-text 400,
+    /// and a 413 "larger than").
     #[test]
     fn refusals_outside_the_handlers_are_named() {
         let ask = |request: &[u8]| {
@@ -430,6 +431,11 @@ mod tests {
         let a = ask(b"GET /v2/things HTTP/1.1\r\nhost: p\r\n\r\n");
         assert!(
             a.starts_with("HTTP/1.1 404") && a.contains(r#""code":"not_found""#) && a.contains("/v2/things"),
+            "{a}"
+        );
+        let a = ask(b"POST /v1/webhooks/%FF HTTP/1.1\r\nhost: p\r\ncontent-length: 2\r\n\r\n{}");
+        assert!(
+            a.starts_with("HTTP/1.1 400") && a.contains("the webhook source in the path cannot be read"),
             "{a}"
         );
         let a = ask(b"DELETE /v1/events HTTP/1.1\r\nhost: p\r\n\r\n");
